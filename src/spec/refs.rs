@@ -1,0 +1,1 @@
+//! ConfigMap and Secret references resolved to the drop-in tree. STUB: implemented in the spec work.
