@@ -6,6 +6,7 @@
 
 pub mod facts;
 pub mod fsutil;
+pub mod images;
 pub mod lock;
 pub mod paths;
 pub mod spec;
