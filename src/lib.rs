@@ -22,3 +22,4 @@ pub mod stateroot;
 pub mod status;
 pub mod steps;
 pub mod sysroot;
+pub mod systemd;
