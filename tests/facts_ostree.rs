@@ -210,3 +210,23 @@ fn footprint_counts_tree_and_boot_files() -> Result<()> {
     assert_eq!(other.deployment_bytes, du);
     Ok(())
 }
+
+/// The planner's view: `Live` gathers each group once, from the same sandbox.
+#[test]
+fn live_observes_the_sandbox_and_caches() -> Result<()> {
+    use ibu::facts::{Live, Observe};
+    let s = TestSysroot::standard()?;
+    let paths = s.sysroot.paths()?;
+    let live = Live::new(&paths);
+    let ostree = live.ostree()?;
+    assert_eq!(ostree.running_version(), Some("1.0.0"));
+    assert!(std::ptr::eq(ostree, live.ostree()?), "cached");
+    let fp = live.footprint()?;
+    assert!(fp.deployment_bytes > 0 && fp.boot_bytes > 0, "{fp:?}");
+    assert_eq!(
+        live.storage()?.container_storage_path,
+        paths.container_storage()
+    );
+    assert!(!live.host()?.hostname.is_empty());
+    Ok(())
+}
