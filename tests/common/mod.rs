@@ -15,6 +15,8 @@
 //! Requirements: root (deployments get the immutable attribute, mounts need `CAP_SYS_ADMIN`), the
 //! `ostree` CLI, and for [`TestFs::Xfs`] `mkfs.xfs` and a free loop device. Everything is removed
 //! when the [`TestSysroot`] is dropped (mounts first, then the immutable bits, then the files).
+//! A test process that is killed (not one that fails: a panic unwinds and drops) leaves its
+//! mounts behind; find them with `grep ibu-sysroot- /proc/self/mountinfo` and `umount` them.
 #![allow(dead_code)]
 
 pub mod mount;

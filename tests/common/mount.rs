@@ -6,6 +6,7 @@
 //! of the test machine is built without XFS quota support and refuses the option.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags};
@@ -49,10 +50,9 @@ impl Mount {
                 if size_mib < 300 {
                     bail!("mkfs.xfs needs at least 300 MiB, asked for {size_mib}");
                 }
-                let image = scratch.join(format!(
-                    "xfs-{}.img",
-                    target.to_string_lossy().replace('/', "_")
-                ));
+                static IMAGES: AtomicUsize = AtomicUsize::new(0);
+                let n = IMAGES.fetch_add(1, Ordering::Relaxed);
+                let image = scratch.join(format!("xfs-{n}.img"));
                 let f = std::fs::File::create(&image)
                     .with_context(|| format!("creating {}", image.display()))?;
                 f.set_len(size_mib * 1024 * 1024)

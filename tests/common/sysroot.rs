@@ -118,13 +118,15 @@ impl Deploy {
         Deploy::default()
     }
 
-    /// `--not-as-default`: keep the current default; ostree places the new deployment after it.
+    /// `--not-as-default`: keep the current default; ostree 2022.7 places the new deployment at
+    /// index 1, right after it.
     pub fn not_as_default(mut self) -> Self {
         self.not_as_default = true;
         self
     }
 
-    /// `--retain`: keep the stateroot's other deployments.
+    /// `--retain`: keep the stateroot's other deployments (without it ostree keeps only the
+    /// stateroot's first deployment, its "merge" deployment, besides the new one).
     pub fn retain(mut self) -> Self {
         self.retain = true;
         self
