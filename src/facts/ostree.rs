@@ -19,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use ostree::{gio, glib};
+use ostree::glib;
 
 use super::{DeploymentFacts, Footprint, OstreeFacts};
 use crate::paths::Paths;
@@ -27,12 +27,9 @@ use crate::paths::Paths;
 /// Read the sysroot at `paths.sysroot`: deployments in boot order, stateroots, the OS id.
 pub fn gather(paths: &Paths) -> Result<OstreeFacts> {
     let root = &paths.sysroot;
-    let sysroot = load_sysroot(root)?;
+    let sysroot = crate::sysroot::open(paths)?;
     let repo = sysroot.repo();
-    let host_booted = match paths.sandbox {
-        None => sysroot.booted_deployment(),
-        Some(_) => None,
-    };
+    let booted_deployment = crate::sysroot::booted_deployment(paths, &sysroot);
 
     let mut deployments = Vec::new();
     for (position, d) in sysroot.deployments().iter().enumerate() {
@@ -52,15 +49,7 @@ pub fn gather(paths: &Paths) -> Result<OstreeFacts> {
             .origin()
             .and_then(|o| o.string("origin", "refspec").ok())
             .map(|s| s.to_string());
-        let booted = match (&paths.sandbox, &host_booted) {
-            (Some(s), _) => {
-                s.booted.stateroot == stateroot
-                    && s.booted.checksum == checksum
-                    && s.booted.serial == serial
-            }
-            (None, Some(b)) => b.equal(d),
-            (None, None) => false,
-        };
+        let booted = booted_deployment.as_ref().is_some_and(|b| b.equal(d));
         deployments.push(DeploymentFacts {
             // libostree numbers the list it loaded; the position is the same number, and the
             // one the boot order means.
@@ -128,7 +117,7 @@ pub fn footprint(paths: &Paths, facts: &OstreeFacts) -> Result<Footprint> {
     let deployment_bytes =
         tree_bytes(&dir).with_context(|| format!("measuring deployment {}", dir.display()))?;
 
-    let sysroot = load_sysroot(&paths.sysroot)?;
+    let sysroot = crate::sysroot::open(paths)?;
     let deployment = sysroot
         .deployments()
         .into_iter()
@@ -174,14 +163,6 @@ pub fn footprint(paths: &Paths, facts: &OstreeFacts) -> Result<Footprint> {
         deployment_bytes,
         boot_bytes,
     })
-}
-
-fn load_sysroot(root: &Path) -> Result<ostree::Sysroot> {
-    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(root)));
-    sysroot
-        .load(gio::Cancellable::NONE)
-        .with_context(|| format!("loading ostree sysroot {}", root.display()))?;
-    Ok(sysroot)
 }
 
 /// The `version` metadata string of a commit, if the commit has one.
