@@ -4,10 +4,23 @@
 //! ([`spec`]), observes the host ([`facts`]), asks the pure planner ([`plan`]) for at most one
 //! step, executes it, records the result ([`status`]) and exits.
 
+pub mod cli;
+pub mod edit;
 pub mod facts;
 pub mod fsutil;
+pub mod humanize;
 pub mod images;
 pub mod lock;
+pub mod logging;
 pub mod paths;
+pub mod plan;
+pub mod reconcile;
+pub mod render;
+pub mod schema;
 pub mod spec;
+pub mod stage;
+pub mod stateroot;
 pub mod status;
+pub mod steps;
+pub mod sysroot;
+pub mod systemd;

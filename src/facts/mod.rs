@@ -234,7 +234,7 @@ impl<'a> Live<'a> {
     }
 }
 
-fn cached<'c, T>(cell: &'c OnceCell<T>, gather: impl FnOnce() -> Result<T>) -> Result<&'c T> {
+fn cached<T>(cell: &OnceCell<T>, gather: impl FnOnce() -> Result<T>) -> Result<&T> {
     if let Some(v) = cell.get() {
         return Ok(v);
     }

@@ -60,6 +60,17 @@ impl Progress {
     }
 }
 
+/// The upgrade ibu is working towards, fixed when Prep starts (so that a later edit of the
+/// desired seed cannot change which stateroot counts as "new").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// The stateroot the seed is (or will be) deployed in.
+    pub stateroot: String,
+    pub version: String,
+    pub image: String,
+}
+
 /// Everything in `state.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -75,6 +86,9 @@ pub struct Recorded {
     /// The desired state as last accepted (for rules about what may not change mid-stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<Desired>,
+    /// Set from Prep until the node is Idle again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
     #[serde(default)]
     pub status: Status,
     #[serde(default)]

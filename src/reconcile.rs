@@ -1,0 +1,182 @@
+//! `ibu reconcile`: one convergent step, under an exclusive lock, recorded, then exit.
+//!
+//! The shell around the pure planner: take the lock, read the desired state and the recorded
+//! state, let the planner decide against live facts, persist the planner's bookkeeping *before*
+//! touching the host (so a crash mid-step leaves a status that tells the truth), run at most one
+//! step, record its outcome, and exit with a code that tells systemd whether to run again.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tracing::{error, info, warn};
+
+use crate::facts::Live;
+use crate::logging::message_id;
+use crate::paths::Paths;
+use crate::plan::{self, Decision, Outcome, SpecRejected};
+use crate::spec::Desired;
+use crate::spec::load::{self, SpecError};
+use crate::status::Timestamp;
+use crate::status::store::Recorded;
+use crate::steps;
+
+/// Exit codes of `ibu reconcile` (documented in the README; `units/ibu.service` relies on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The desired state is reached; nothing to do until it changes.
+    Converged = 0,
+    /// Unexpected error (a fact could not be read, the state could not be written).
+    Error = 1,
+    /// The desired-state document is invalid or the change is refused; nothing was changed.
+    InvalidInput = 2,
+    /// Waiting for a human: a failed stage, a refused transition, a failed cleanup.
+    Blocked = 3,
+    /// Waiting for the host; ibu should look again later.
+    Waiting = 4,
+    /// Another ibu holds the lock.
+    Locked = 5,
+    /// A step ran; run again to continue (systemd restarts the service on this code).
+    Progressed = 75,
+}
+
+/// Read the desired state; a missing file means the default Idle document (a fresh node), as
+/// LCA creates an Idle `ImageBasedUpgrade` when it is first deployed.
+pub fn load_desired(path: &Path) -> Result<(Desired, Vec<String>), SpecError> {
+    if !path.exists() {
+        return Ok((Desired::idle(), vec![]));
+    }
+    let loaded = load::load_file(path)?;
+    Ok((loaded.desired, loaded.warnings))
+}
+
+/// Digest of the desired file's bytes, to notice an edit made while ibu was running.
+fn file_digest(path: &Path) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    std::fs::read(path)
+        .ok()
+        .map(|b| Sha256::digest(&b).to_vec())
+}
+
+/// One reconcile pass.
+pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
+    let _lock = match crate::lock::InstanceLock::try_acquire(&paths.lock_file()) {
+        Ok(l) => l,
+        Err(e) if e.downcast_ref::<crate::lock::Locked>().is_some() => {
+            warn!("{e}");
+            return Ok(Exit::Locked);
+        }
+        Err(e) => return Err(e),
+    };
+    let before = file_digest(config);
+    let (desired, warnings) = match load_desired(config) {
+        Ok(d) => d,
+        Err(e) => {
+            error!(message_id = message_id::SPEC_REJECTED, "{e}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let state_file = paths.state_file();
+    let recorded = Recorded::load(&state_file)?;
+    let facts = Live::new(paths);
+    let now = Timestamp::now();
+    let p = match plan::plan(&desired, &recorded, &facts, now) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(r) = e.downcast_ref::<SpecRejected>() {
+                error!(
+                    message_id = message_id::SPEC_REJECTED,
+                    "{}: {r}",
+                    config.display()
+                );
+                return Ok(Exit::InvalidInput);
+            }
+            return Err(e.context("planning"));
+        }
+    };
+    if p.recorded != recorded {
+        p.recorded
+            .save(&state_file)
+            .context("recording status before the step")?;
+    }
+    let stage = desired.stage.as_str();
+    let exit = match &p.decision {
+        Decision::Converged { summary } => {
+            info!(
+                message_id = message_id::CONVERGED,
+                stage, "converged: {summary}"
+            );
+            Exit::Converged
+        }
+        Decision::Blocked { reason } => {
+            warn!(message_id = message_id::BLOCKED, stage, "blocked: {reason}");
+            Exit::Blocked
+        }
+        Decision::Wait {
+            reason,
+            retry_after_secs,
+        } => {
+            info!(
+                message_id = message_id::WAITING,
+                stage, retry_after_secs, "waiting: {reason}"
+            );
+            Exit::Waiting
+        }
+        Decision::Run(step) => {
+            let name = step.name();
+            info!(
+                message_id = message_id::STEP_STARTED,
+                stage,
+                step = name,
+                "{name}: {}",
+                step.describe()
+            );
+            let started = Timestamp::now();
+            let outcome = steps::execute(
+                step,
+                &steps::Env {
+                    paths,
+                    desired: &desired,
+                    facts: &facts,
+                },
+            );
+            match &outcome {
+                Outcome::Failed { message } => error!(
+                    message_id = message_id::STEP_FAILED,
+                    stage,
+                    step = name,
+                    "{name} failed: {message}"
+                ),
+                Outcome::Succeeded { message } | Outcome::Warning { message } => info!(
+                    message_id = message_id::STEP_SUCCEEDED,
+                    stage,
+                    step = name,
+                    "{name}: {message}"
+                ),
+            }
+            let mut rec = p.recorded.clone();
+            plan::record(
+                &mut rec,
+                &desired,
+                &facts,
+                step,
+                &outcome,
+                started,
+                Timestamp::now(),
+            )?;
+            rec.save(&state_file)
+                .with_context(|| format!("recording the outcome of {name}"))?;
+            Exit::Progressed
+        }
+    };
+    if file_digest(config) != before && exit != Exit::Progressed {
+        info!(
+            "{} changed during this run; running again",
+            config.display()
+        );
+        return Ok(Exit::Progressed);
+    }
+    Ok(exit)
+}

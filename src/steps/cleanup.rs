@@ -1,0 +1,27 @@
+//! Abort and finalize: remove every stateroot but the booted one, and ibu's workspace.
+
+use anyhow::Result;
+
+use super::Env;
+use crate::plan::{CleanupKind, Outcome};
+use crate::stateroot;
+
+pub(super) fn run(env: &Env<'_>, kind: CleanupKind, keep: &str) -> Result<Outcome> {
+    let report = stateroot::remove_all_except(env.paths, keep)?;
+    tracing::info!(
+        step = super::kind_name(kind),
+        removed = ?report.removed_stateroots,
+        undeployed = ?report.undeployed,
+        "{}",
+        report.summary()
+    );
+    if report.errors.is_empty() {
+        Ok(Outcome::Succeeded {
+            message: report.summary(),
+        })
+    } else {
+        Ok(Outcome::Failed {
+            message: report.errors.join("; "),
+        })
+    }
+}
