@@ -18,24 +18,36 @@
 //! create (CRI-O's, buildah's) count as users too; podman is never asked to `--force`, so an image
 //! that became in use after the facts were gathered is refused by podman and survives; and the
 //! executor returns a [`CleanupReport`] that says what happened in one status line instead of
-//! only logging.
+//! only logging. One measurement detail also differs: xfs releases the blocks of deleted files a
+//! moment after the unlink (background inode inactivation; the tests saw a `statvfs` right after
+//! `podman rmi` miss a whole image, which showed up 20 ms later). LCA reads once and may delete a
+//! batch too many; ibu, when a reading is still above the threshold, reads again until the usage
+//! stops changing (at most one second) before deciding on another batch.
 //!
 //! The only `Err` is not being able to measure the usage: without it there is no way to tell
 //! whether to delete, or when to stop.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::pinned;
 use super::podman::{Podman, RmiOutcome};
-use crate::facts::{ContainerFacts, FsUsage, ImageFacts};
+use crate::facts::{ContainerFacts, FsUsage, ImageFacts, disks};
+use crate::humanize;
 use crate::paths::Paths;
 use crate::spec::ImageCleanup;
 
 /// Images removed per `podman rmi` before the usage is measured again (LCA's value).
 pub const BATCH_SIZE: usize = 5;
+
+/// Pause between readings while waiting for freed space to show up (see [`settled_usage`]).
+const SETTLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// At most this many extra readings (one second) before the last reading is taken as is.
+const SETTLE_READINGS: usize = 10;
 
 /// How the images of [`ContainerFacts`] split up for the cleanup.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,18 +101,6 @@ fn bare_id(id: &str) -> &str {
 /// threshold. Pure.
 pub fn needed(usage: &FsUsage, cleanup: &ImageCleanup) -> bool {
     cleanup.on_prep && usage.used_percent() > cleanup.disk_usage_threshold_percent
-}
-
-/// `statvfs` of the filesystem holding `path`.
-pub fn measure(path: &Path) -> Result<FsUsage> {
-    let st = nix::sys::statvfs::statvfs(path)
-        .with_context(|| format!("statvfs of container storage {}", path.display()))?;
-    Ok(FsUsage {
-        block_size: st.fragment_size() as u64,
-        blocks: st.blocks() as u64,
-        blocks_free: st.blocks_free() as u64,
-        blocks_available: st.blocks_available() as u64,
-    })
 }
 
 /// How a cleanup run ended.
@@ -165,7 +165,7 @@ impl CleanupReport {
             "removed {} image{} ({})",
             self.removed.len(),
             if self.removed.len() == 1 { "" } else { "s" },
-            human_bytes(self.bytes_freed)
+            humanize::bytes(self.bytes_freed)
         );
         let mut s = match self.outcome {
             Outcome::Disabled => format!("image cleanup disabled; container storage at {before}%"),
@@ -192,28 +192,6 @@ impl CleanupReport {
     }
 }
 
-/// `1536` → `1.5 KiB`; one decimal below 10 units, none above.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    if v < 10.0 {
-        format!("{v:.1} {unit}")
-    } else {
-        format!("{v:.0} {unit}")
-    }
-}
-
 /// The step executor: clean up the container storage of `paths` per `cleanup`, using `facts`
 /// gathered in this run ([`crate::facts::Observe::containers`]).
 ///
@@ -233,6 +211,7 @@ pub fn run(paths: &Paths, cleanup: &ImageCleanup, facts: &ContainerFacts) -> Res
 trait Store {
     fn path(&self) -> &Path;
     fn usage(&mut self) -> Result<FsUsage>;
+    fn pause(&mut self, d: Duration);
     /// `Err` when podman could not be run at all.
     fn remove(&mut self, batch: &[&ImageFacts]) -> Result<RmiOutcome>;
 }
@@ -250,7 +229,11 @@ impl Store for LiveStore<'_> {
     }
 
     fn usage(&mut self) -> Result<FsUsage> {
-        measure(&self.path)
+        disks::usage(&self.path).context("measuring container storage usage")
+    }
+
+    fn pause(&mut self, d: Duration) {
+        std::thread::sleep(d);
     }
 
     fn remove(&mut self, batch: &[&ImageFacts]) -> Result<RmiOutcome> {
@@ -322,7 +305,7 @@ fn execute(
             }
         };
         let failed = record_batch(&mut report, batch, &rmi);
-        let usage = store.usage().with_context(|| {
+        let usage = settled_usage(store, threshold).with_context(|| {
             format!(
                 "measuring container storage after removing {} images",
                 report.removed.len()
@@ -364,6 +347,26 @@ fn execute(
         report.summary()
     );
     Ok(report)
+}
+
+/// The usage after a removal. A reading at or below `threshold` is final (more freed space
+/// only helps); one above it is repeated every [`SETTLE_INTERVAL`] until two readings agree, so
+/// blocks the filesystem is still releasing are counted before another batch is deleted.
+fn settled_usage(store: &mut impl Store, threshold: u8) -> Result<FsUsage> {
+    let mut last = store.usage()?;
+    for _ in 0..SETTLE_READINGS {
+        if last.used_percent() <= threshold {
+            break;
+        }
+        store.pause(SETTLE_INTERVAL);
+        let now = store.usage()?;
+        let stable = now.used_percent() == last.used_percent();
+        last = now;
+        if stable {
+            break;
+        }
+    }
+    Ok(last)
 }
 
 /// Record what one `podman rmi` removed and warn about the rest; returns how many failed.

@@ -150,6 +150,10 @@ struct Fake {
     /// Measuring fails from this call on (0 = the first).
     measure_fails_from: Option<usize>,
     measured: usize,
+    pauses: usize,
+    /// Percent the last removal frees only after a pause (xfs's background inactivation).
+    lag_per_batch: u64,
+    lagging: u64,
     calls: Vec<Vec<String>>,
 }
 
@@ -162,6 +166,9 @@ impl Fake {
             broken_podman: false,
             measure_fails_from: None,
             measured: 0,
+            pauses: 0,
+            lag_per_batch: 0,
+            lagging: 0,
             calls: Vec::new(),
         }
     }
@@ -181,6 +188,12 @@ impl Store for Fake {
         Ok(usage(self.used_percent))
     }
 
+    fn pause(&mut self, _d: Duration) {
+        self.pauses += 1;
+        self.used_percent -= self.lagging.min(self.used_percent);
+        self.lagging = 0;
+    }
+
     fn remove(&mut self, batch: &[&ImageFacts]) -> Result<RmiOutcome> {
         if self.broken_podman {
             anyhow::bail!("running podman rmi: No such file or directory");
@@ -197,6 +210,7 @@ impl Store for Fake {
             }
         }
         out.success = out.stderr.is_empty();
+        self.lagging = self.lag_per_batch;
         Ok(out)
     }
 }
@@ -259,12 +273,13 @@ fn stops_after_the_batch_that_reaches_the_threshold() {
 
 #[test]
 fn measures_after_every_batch_and_the_last_batch_may_be_short() {
-    // 80% -> 65% -> 50%: two batches; threshold 50 is reached exactly.
+    // 80% -> 65% -> 50%: two batches; threshold 50 is reached exactly. The reading above the
+    // threshold is repeated once to see that it is stable; the final one is not.
     let mut fake = Fake::new(80, 3);
     let r = execute(&mut fake, &cfg(true, 50), &facts12()).unwrap();
     assert_eq!(r.outcome, Outcome::ReachedThreshold);
     assert_eq!(r.batches, 2);
-    assert_eq!(fake.measured, 3);
+    assert_eq!((fake.measured, fake.pauses), (4, 1));
     assert_eq!(r.removed.len(), 10);
 
     // 12 candidates = batches of 5, 5, 2; never enough.
@@ -275,6 +290,41 @@ fn measures_after_every_batch_and_the_last_batch_may_be_short() {
         [5, 5, 2]
     );
     assert_eq!(r.outcome, Outcome::OutOfCandidates);
+}
+
+#[test]
+fn space_freed_late_is_waited_for_before_another_batch() {
+    // Each batch frees 10% at once and 5% more a moment later: 60 -> 50 (45 after the pause),
+    // so a threshold of 48 is met by one batch, not two.
+    let mut fake = Fake::new(60, 2);
+    fake.lag_per_batch = 5;
+    let r = execute(&mut fake, &cfg(true, 48), &facts12()).unwrap();
+    assert_eq!(r.outcome, Outcome::ReachedThreshold);
+    assert_eq!(r.batches, 1);
+    assert_eq!(r.after.used_percent(), 45);
+    assert_eq!(fake.pauses, 1);
+
+    // A reading that never settles is taken after SETTLE_READINGS extra readings.
+    struct Drifting(u64, usize);
+    impl Store for Drifting {
+        fn path(&self) -> &Path {
+            Path::new("/x")
+        }
+        fn usage(&mut self) -> Result<FsUsage> {
+            self.0 = if self.0 == 90 { 91 } else { 90 };
+            Ok(usage(self.0))
+        }
+        fn pause(&mut self, _d: Duration) {
+            self.1 += 1;
+        }
+        fn remove(&mut self, _b: &[&ImageFacts]) -> Result<RmiOutcome> {
+            Ok(RmiOutcome::default())
+        }
+    }
+    let mut d = Drifting(90, 0);
+    let u = settled_usage(&mut d, 50).unwrap();
+    assert_eq!(d.1, SETTLE_READINGS);
+    assert!(u.used_percent() >= 90);
 }
 
 #[test]
@@ -374,24 +424,17 @@ fn unexpected_deletions_are_reported() {
 }
 
 #[test]
-fn human_bytes_table() {
-    for (n, want) in [
-        (0, "0 B"),
-        (1023, "1023 B"),
-        (1024, "1.0 KiB"),
-        (1536, "1.5 KiB"),
-        (300 * 1024 * 1024, "300 MiB"),
-        (1288490188, "1.2 GiB"),
-        (5 * 1024u64.pow(4), "5.0 TiB"),
-    ] {
-        assert_eq!(human_bytes(n), want, "{n}");
-    }
-}
-
-#[test]
-fn measure_reads_statvfs() {
-    let u = measure(Path::new("/")).unwrap();
-    assert!(u.blocks > 0 && u.block_size > 0);
-    let e = measure(Path::new("/nonexistent/ibu")).unwrap_err();
-    assert!(format!("{e:#}").contains("/nonexistent/ibu"));
+fn live_store_measures_with_statvfs() {
+    let mut paths = Paths::host();
+    let d = tempfile::tempdir().unwrap();
+    paths.var = d.path().join("var");
+    let mut store = LiveStore {
+        path: paths.container_storage(),
+        paths: &paths,
+        podman: None,
+    };
+    let e = store.usage().unwrap_err();
+    assert!(format!("{e:#}").contains("var/lib/containers"), "{e:#}");
+    std::fs::create_dir_all(paths.container_storage()).unwrap();
+    assert!(store.usage().unwrap().blocks > 0);
 }
