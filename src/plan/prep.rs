@@ -211,10 +211,10 @@ pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)>
             let usage = storage
                 .container_storage
                 .as_ref()
-                .map(|m| m.usage.used_percent())
+                .map(|m| m.usage)
                 .unwrap_or_default();
             let threshold = cleanup.disk_usage_threshold_percent;
-            if usage > threshold {
+            if crate::images::cleanup::needed(&usage, cleanup) {
                 return Ok((
                     Decision::Run(Step::ImageCleanup {
                         threshold_percent: threshold,
@@ -225,7 +225,10 @@ pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)>
             pass.record_check(
                 CHECK_IMAGE_CLEANUP,
                 CheckResult::Skipped,
-                format!("container storage at {usage}%, not above the {threshold}% threshold"),
+                format!(
+                    "container storage at {}%, not above the {threshold}% threshold",
+                    usage.used_percent()
+                ),
             );
         }
         pass.rec.progress.mark_done(stage, STEP_IMAGE_CLEANUP);
