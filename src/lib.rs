@@ -8,5 +8,6 @@ pub mod facts;
 pub mod fsutil;
 pub mod lock;
 pub mod paths;
+pub mod schema;
 pub mod spec;
 pub mod status;

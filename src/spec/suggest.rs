@@ -90,26 +90,6 @@ impl SchemaDoc {
         None
     }
 
-    /// Field names of the mapping at `path` (empty if the path is not a known mapping).
-    pub fn fields_at(&self, path: &[&str]) -> Vec<String> {
-        let mut s = &self.root;
-        for key in path {
-            let Some(next) = self
-                .object(s)
-                .and_then(|o| o.get("properties"))
-                .and_then(|p| p.get(*key))
-            else {
-                return Vec::new();
-            };
-            s = next;
-        }
-        self.object(s)
-            .and_then(|o| o.get("properties"))
-            .and_then(Json::as_object)
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// Checks that every key of `value` is known to the schema. `hint` may explain a specific
     /// unknown path (e.g. a field of the other API generation) instead of a suggestion.
     pub fn check_unknown(
@@ -268,11 +248,5 @@ mod tests {
             .check_unknown(&v, &|p| Some(format!("hint for {p}")))
             .unwrap_err();
         assert_eq!(e.message, "hint for spec.stag");
-    }
-
-    #[test]
-    fn fields_at_lists_properties() {
-        let f = doc().fields_at(&["spec", "autoRollbackOnFailure"]);
-        assert!(f.contains(&"disabledInitMonitor".to_string()), "{f:?}");
     }
 }

@@ -79,7 +79,7 @@ pub fn desired(value: Value, text: &str) -> Result<(Desired, Vec<Problem>), Prob
     Ok((desired, warnings))
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(super) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -281,17 +281,7 @@ fn precheck(api: ApiVersion, top: &mut Mapping) -> Result<(), Problem> {
 
 /// Reads the value into a wire type; serde's errors get the path and friendlier wording.
 fn typed<T: DeserializeOwned>(top: Mapping, text: &str) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(Value::Mapping(top)).map_err(|e| {
-        let mut path = YamlPath::root();
-        for seg in e.path().iter() {
-            match seg {
-                serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
-                serde_path_to_error::Segment::Map { key } => path = path.key(key),
-                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
-                serde_path_to_error::Segment::Unknown => {}
-            }
-        }
-        let raw = e.inner().to_string();
+    typed_raw(Value::Mapping(top)).map_err(|(path, raw)| {
         let (path, message) = match raw
             .strip_prefix("missing field `")
             .and_then(|r| r.strip_suffix('`'))
@@ -312,8 +302,24 @@ fn typed<T: DeserializeOwned>(top: Mapping, text: &str) -> Result<T, Problem> {
     })
 }
 
+/// Reads a value into a type, returning serde's raw message and the path it is about.
+pub(super) fn typed_raw<T: DeserializeOwned>(value: Value) -> Result<T, (YamlPath, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path = YamlPath::root();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        (path, e.inner().to_string())
+    })
+}
+
 /// Rewrites serde's Rust-flavoured wording for YAML users.
-fn friendly(msg: &str) -> String {
+pub(super) fn friendly(msg: &str) -> String {
     let mut m = msg.to_string();
     for (from, to) in [
         ("invalid type: map", "invalid type: mapping"),

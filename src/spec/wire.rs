@@ -77,32 +77,51 @@ pub fn schema_value<T: JsonSchema>() -> serde_json::Value {
         .to_value()
 }
 
-/// `apiVersion: lca.openshift.io/v1alpha1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum ApiVersionV1Alpha1 {
-    #[serde(rename = "lca.openshift.io/v1alpha1")]
-    V1Alpha1,
+/// A unit type that (de)serializes as one fixed string and whose schema is `const`, so editors
+/// complete and check it.
+macro_rules! fixed_string {
+    ($(#[$doc:meta])* $ty:ident, $value:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $ty {
+            #[serde(rename = $value)]
+            Value,
+        }
+
+        impl JsonSchema for $ty {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({ "type": "string", "const": $value })
+            }
+        }
+    };
 }
 
-/// `apiVersion: lca.openshift.io/v1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum ApiVersionV1 {
-    #[serde(rename = "lca.openshift.io/v1")]
-    V1,
-}
-
-/// `kind: ImageBasedUpgrade`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum Kind {
-    ImageBasedUpgrade,
-}
-
-/// The name of a v1 ImageBasedUpgrade: it is a singleton, so the name must be `upgrade`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum SingletonName {
-    #[serde(rename = "upgrade")]
-    Upgrade,
-}
+fixed_string!(
+    /// `apiVersion: lca.openshift.io/v1alpha1`.
+    ApiVersionV1Alpha1,
+    "lca.openshift.io/v1alpha1"
+);
+fixed_string!(
+    /// `apiVersion: lca.openshift.io/v1`.
+    ApiVersionV1,
+    "lca.openshift.io/v1"
+);
+fixed_string!(
+    /// `kind: ImageBasedUpgrade`.
+    Kind,
+    "ImageBasedUpgrade"
+);
+fixed_string!(
+    /// The name of a v1 ImageBasedUpgrade: it is a singleton, so the name must be `upgrade`.
+    SingletonName,
+    "upgrade"
+);
 
 /// Any value; accepted and ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -176,6 +195,7 @@ impl JsonSchema for StringBool {
 /// something to ibu; the other fields are accepted so that `oc get -o yaml` output can be used.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "ObjectMeta_{N}")]
 pub struct ObjectMeta<N> {
     /// Name of the object.
     pub name: Option<N>,
