@@ -4,7 +4,9 @@
 use std::path::Path;
 
 fn check(file: &str, schema: serde_json::Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(file);
     let want = ibu::schema::render(&schema);
     if std::env::var_os("IBU_UPDATE_SCHEMAS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -21,7 +23,10 @@ fn check(file: &str, schema: serde_json::Value) {
 
 #[test]
 fn imagebasedupgrade_schema_is_current() {
-    check("imagebasedupgrade.schema.json", ibu::schema::desired_schema());
+    check(
+        "imagebasedupgrade.schema.json",
+        ibu::schema::desired_schema(),
+    );
 }
 
 #[test]

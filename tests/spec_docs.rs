@@ -93,7 +93,11 @@ fn docs_overview_example_is_an_idle_v1alpha1_document_with_placeholders() {
             "spec.seedImageRef.pullSecretRef",
         ],
     );
-    assert!(l.warnings[0].contains("(line 9, column 12)"), "{}", l.warnings[0]);
+    assert!(
+        l.warnings[0].contains("(line 9, column 12)"),
+        "{}",
+        l.warnings[0]
+    );
 }
 
 #[test]
@@ -133,7 +137,7 @@ fn docs_placeholders_are_errors_once_the_stage_needs_the_seed() {
     let e = parse_str(&text, "upgrade.yaml").unwrap_err();
     assert!(
         e.message.starts_with(
-            "upgrade.yaml: spec.seedImageRef.image: invalid image reference \"<seed_container_image>\""
+            "upgrade.yaml: spec.seedImageRef.image: \"<seed_container_image>\" is a placeholder; replace it"
         ),
         "{e}"
     );
@@ -171,8 +175,8 @@ fn docs_example_with_its_comments_enabled() {
     );
     let tree = drop_in_tree();
     assert_eq!(refs::check(tree.path(), &l.desired), Vec::<String>::new());
-    let images = refs::additional_images(tree.path(), &obj(DEFAULT_NAMESPACE, "additional-images"))
-        .unwrap();
+    let images =
+        refs::additional_images(tree.path(), &obj(DEFAULT_NAMESPACE, "additional-images")).unwrap();
     assert_eq!(images.len(), 2);
 }
 
@@ -218,7 +222,11 @@ fn v1_with_every_annotation() {
 fn v1_oc_get_output_ignores_status_with_a_warning() {
     let l = load_file(&fixture("v1-oc-get-output.yaml")).unwrap();
     assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
-    assert!(l.warnings[0].contains(": status: ignored"), "{}", l.warnings[0]);
+    assert!(
+        l.warnings[0].contains(": status: ignored"),
+        "{}",
+        l.warnings[0]
+    );
     assert_eq!(l.desired.stage, Stage::Upgrade);
     assert_eq!(l.desired.api_version, ApiVersion::V1);
     let seed = l.desired.seed.as_ref().unwrap();

@@ -107,7 +107,10 @@ fn parse(s: &str) -> Result<ImageRef, String> {
                     .bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             {
-                return Err(format!("malformed transport prefix {:?}", format!("{scheme}://")));
+                return Err(format!(
+                    "malformed transport prefix {:?}",
+                    format!("{scheme}://")
+                ));
             }
             if scheme != "docker" {
                 return Err(format!(
@@ -228,10 +231,9 @@ fn check_path(path: &str) -> Result<(), String> {
         if comp.is_empty() {
             return Err(format!("repository path {path:?} has an empty component"));
         }
-        if let Some(c) = comp
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
-        {
+        if let Some(c) = comp.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        }) {
             return Err(format!(
                 "repository path component {comp:?} contains {c:?} (allowed: a-z, 0-9, '.', '_', '-')"
             ));
@@ -274,20 +276,32 @@ fn check_tag(tag: &str) -> Result<(), String> {
         return Err("empty tag after ':'".into());
     }
     if b.len() > 128 {
-        return Err(format!("tag is {} characters long, at most 128 are allowed", b.len()));
+        return Err(format!(
+            "tag is {} characters long, at most 128 are allowed",
+            b.len()
+        ));
     }
     if !word(b[0]) {
-        return Err(format!("tag {tag:?} must start with a letter, digit or '_'"));
+        return Err(format!(
+            "tag {tag:?} must start with a letter, digit or '_'"
+        ));
     }
-    if let Some(c) = tag.chars().find(|&c| !(c.is_ascii() && (word(c as u8) || c == '.' || c == '-'))) {
-        return Err(format!("tag {tag:?} contains {c:?} (allowed: A-Z, a-z, 0-9, '_', '.', '-')"));
+    if let Some(c) = tag
+        .chars()
+        .find(|&c| !(c.is_ascii() && (word(c as u8) || c == '.' || c == '-')))
+    {
+        return Err(format!(
+            "tag {tag:?} contains {c:?} (allowed: A-Z, a-z, 0-9, '_', '.', '-')"
+        ));
     }
     Ok(())
 }
 
 fn check_digest(d: &str) -> Result<(), String> {
     let Some((algo, hex)) = d.split_once(':') else {
-        return Err(format!("digest {d:?} must be algorithm:hex, e.g. sha256:<64 hex digits>"));
+        return Err(format!(
+            "digest {d:?} must be algorithm:hex, e.g. sha256:<64 hex digits>"
+        ));
     };
     let algo_ok = !algo.is_empty()
         && algo.split(['+', '.', '_', '-']).all(|c| {
@@ -298,7 +312,9 @@ fn check_digest(d: &str) -> Result<(), String> {
         return Err(format!("digest algorithm {algo:?} is malformed"));
     }
     if !hex.bytes().all(|c| c.is_ascii_hexdigit()) || hex.is_empty() {
-        return Err(format!("digest {d:?}: the part after ':' must be hexadecimal"));
+        return Err(format!(
+            "digest {d:?}: the part after ':' must be hexadecimal"
+        ));
     }
     let want = match algo {
         "sha256" => Some(64),
@@ -332,20 +348,75 @@ mod tests {
         let digest_ref = format!("quay.io/a/b@{SHA}");
         let tag_digest = format!("quay.io/a/b:v1@{SHA}");
         // (input, domain, path, tag, digest?)
-        let cases: Vec<(&str, Option<&str>, &str, Option<&str>, bool)> = vec![
-            ("quay.io/openshift-kni/seed:4.15.2", Some("quay.io"), "openshift-kni/seed", Some("4.15.2"), false),
-            ("docker://quay.io/user/lca-seed:4.15.0", Some("quay.io"), "user/lca-seed", Some("4.15.0"), false),
+        type Case<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "quay.io/openshift-kni/seed:4.15.2",
+                Some("quay.io"),
+                "openshift-kni/seed",
+                Some("4.15.2"),
+                false,
+            ),
+            (
+                "docker://quay.io/user/lca-seed:4.15.0",
+                Some("quay.io"),
+                "user/lca-seed",
+                Some("4.15.0"),
+                false,
+            ),
             ("busybox", None, "busybox", None, false),
-            ("library/busybox:latest", None, "library/busybox", Some("latest"), false),
+            (
+                "library/busybox:latest",
+                None,
+                "library/busybox",
+                Some("latest"),
+                false,
+            ),
             ("localhost/seed", Some("localhost"), "seed", None, false),
-            ("localhost:5000/seed:v1", Some("localhost:5000"), "seed", Some("v1"), false),
-            ("registry.example.com:5000/a/b/c:tag_1.0-rc", Some("registry.example.com:5000"), "a/b/c", Some("tag_1.0-rc"), false),
-            ("[fd00::1]:5000/seed:1", Some("[fd00::1]:5000"), "seed", Some("1"), false),
-            ("192.168.1.10:5000/seed", Some("192.168.1.10:5000"), "seed", None, false),
-            ("quay.io/a__b/c-d--e/f.g:x", Some("quay.io"), "a__b/c-d--e/f.g", Some("x"), false),
+            (
+                "localhost:5000/seed:v1",
+                Some("localhost:5000"),
+                "seed",
+                Some("v1"),
+                false,
+            ),
+            (
+                "registry.example.com:5000/a/b/c:tag_1.0-rc",
+                Some("registry.example.com:5000"),
+                "a/b/c",
+                Some("tag_1.0-rc"),
+                false,
+            ),
+            (
+                "[fd00::1]:5000/seed:1",
+                Some("[fd00::1]:5000"),
+                "seed",
+                Some("1"),
+                false,
+            ),
+            (
+                "192.168.1.10:5000/seed",
+                Some("192.168.1.10:5000"),
+                "seed",
+                None,
+                false,
+            ),
+            (
+                "quay.io/a__b/c-d--e/f.g:x",
+                Some("quay.io"),
+                "a__b/c-d--e/f.g",
+                Some("x"),
+                false,
+            ),
             (&digest_ref, Some("quay.io"), "a/b", None, true),
             (&tag_digest, Some("quay.io"), "a/b", Some("v1"), true),
-            ("quay.io/seed/image:4.20.0-rc.1", Some("quay.io"), "seed/image", Some("4.20.0-rc.1"), false),
+            (
+                "quay.io/seed/image:4.20.0-rc.1",
+                Some("quay.io"),
+                "seed/image",
+                Some("4.20.0-rc.1"),
+                false,
+            ),
         ];
         for (input, domain, path, tag, has_digest) in cases {
             let r = ImageRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));

@@ -49,7 +49,11 @@ impl SpecError {
     fn from_problem(origin: &str, p: &Problem) -> SpecError {
         SpecError {
             message: render(origin, p),
-            path: p.path.as_ref().filter(|p| !p.is_root()).map(ToString::to_string),
+            path: p
+                .path
+                .as_ref()
+                .filter(|p| !p.is_root())
+                .map(ToString::to_string),
             line: p.location.map(|l| l.0),
             column: p.location.map(|l| l.1),
         }

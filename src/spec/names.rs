@@ -57,8 +57,7 @@ pub fn check_data_key(s: &str) -> Result<(), String> {
         && s.len() <= MAX_SUBDOMAIN_LEN
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
     if ok {
         Ok(())

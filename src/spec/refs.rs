@@ -217,7 +217,8 @@ impl<'a> Target<'a> {
                 kind_of(&value)
             )));
         };
-        self.check_header(top).map_err(|p| problem(p.located(text, false)))?;
+        self.check_header(top)
+            .map_err(|p| problem(p.located(text, false)))?;
         SchemaDoc::new(wire::schema_value::<T>())
             .check_unknown(&value, &|_| None)
             .map_err(|p| problem(p.located(text, true)))?;
@@ -243,7 +244,10 @@ impl<'a> Target<'a> {
         if string("kind") != Some(want_kind) {
             return Err(Problem::at(
                 YamlPath::dotted("kind"),
-                format!("must be {want_kind:?} (this file is in {}/)", self.kind.dir()),
+                format!(
+                    "must be {want_kind:?} (this file is in {}/)",
+                    self.kind.dir()
+                ),
             ));
         }
         let meta = top.get("metadata").and_then(Value::as_mapping);
@@ -372,8 +376,12 @@ pub fn additional_images(dir: &Path, r: &ObjectRef) -> Result<Vec<ImageRef>, Ref
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let image = ImageRef::parse(line)
-            .map_err(|e| t.invalid(format!("data[{ADDITIONAL_IMAGES_KEY:?}] line {}: {e}", i + 1)))?;
+        let image = ImageRef::parse(line).map_err(|e| {
+            t.invalid(format!(
+                "data[{ADDITIONAL_IMAGES_KEY:?}] line {}: {e}",
+                i + 1
+            ))
+        })?;
         images.push(image);
     }
     Ok(images)

@@ -201,29 +201,47 @@ mod tests {
 
     #[test]
     fn closest_finds_typos_only() {
-        let known = ["stage", "seedImageRef", "additionalImages", "autoRollbackOnFailure"];
+        let known = [
+            "stage",
+            "seedImageRef",
+            "additionalImages",
+            "autoRollbackOnFailure",
+        ];
         assert_eq!(closest("stag", known), Some("stage"));
         assert_eq!(closest("Stage", known), Some("stage"));
         assert_eq!(closest("seedImage", known), Some("seedImageRef"));
-        assert_eq!(closest("autoRollback", known), Some("autoRollbackOnFailure"));
+        assert_eq!(
+            closest("autoRollback", known),
+            Some("autoRollbackOnFailure")
+        );
         assert_eq!(closest("additionalImage", known), Some("additionalImages"));
         assert_eq!(closest("foo", known), None);
         assert_eq!(closest("xyzzy", known), None);
         let fields = ["initMonitorTimeoutSeconds", "disabledInitMonitor"];
-        assert_eq!(closest("initMonitorTimeout", fields), Some("initMonitorTimeoutSeconds"));
+        assert_eq!(
+            closest("initMonitorTimeout", fields),
+            Some("initMonitorTimeoutSeconds")
+        );
     }
 
     #[test]
     fn finds_unknown_fields_with_path_and_suggestion() {
         let e = check("spec:\n  stag: Idle\n").unwrap_err();
-        assert_eq!(e.render(), "spec.stag: unknown field; did you mean \"stage\"?");
+        assert_eq!(
+            e.render(),
+            "spec.stag: unknown field; did you mean \"stage\"?"
+        );
         let e = check("spec:\n  oadpContent:\n  - name: a\n    namespce: b\n").unwrap_err();
         assert_eq!(
             e.render(),
             "spec.oadpContent[0].namespce: unknown field; did you mean \"namespace\"?"
         );
         let e = check("spec:\n  seedImageRef:\n    pullSecretRef: {nme: x}\n").unwrap_err();
-        assert!(e.render().starts_with("spec.seedImageRef.pullSecretRef.nme"), "{e:?}");
+        assert!(
+            e.render()
+                .starts_with("spec.seedImageRef.pullSecretRef.nme"),
+            "{e:?}"
+        );
         let e = check("metadata:\n  labelz: {}\n").unwrap_err();
         assert!(e.render().contains("did you mean \"labels\""), "{e:?}");
     }

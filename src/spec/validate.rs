@@ -74,8 +74,13 @@ pub fn desired(value: Value, text: &str) -> Result<(Desired, Vec<Problem>), Prob
         ApiVersion::V1Alpha1 => Common::from_v1alpha1(typed(top, text)?),
         ApiVersion::V1 => Common::from_v1(typed(top, text)?),
     };
-    let desired = common.normalise(&mut warnings).map_err(|p| p.located(text, false))?;
-    let warnings = warnings.into_iter().map(|w| w.located(text, false)).collect();
+    let desired = common
+        .normalise(&mut warnings)
+        .map_err(|p| p.located(text, false))?;
+    let warnings = warnings
+        .into_iter()
+        .map(|w| w.located(text, false))
+        .collect();
     Ok((desired, warnings))
 }
 
@@ -111,11 +116,17 @@ fn api_version(top: &Mapping) -> Result<ApiVersion, Problem> {
 fn check_kind(top: &Mapping) -> Result<(), Problem> {
     let path = YamlPath::dotted("kind");
     match top.get("kind") {
-        None => Err(Problem::at(path, format!("missing; expected {}", wire::KIND))),
+        None => Err(Problem::at(
+            path,
+            format!("missing; expected {}", wire::KIND),
+        )),
         Some(Value::String(s)) if s == wire::KIND => Ok(()),
         Some(Value::String(s)) if s.eq_ignore_ascii_case(wire::KIND) => Err(Problem::at(
             path,
-            format!("expected {}, got {s:?} (kinds are case-sensitive)", wire::KIND),
+            format!(
+                "expected {}, got {s:?} (kinds are case-sensitive)",
+                wire::KIND
+            ),
         )),
         Some(Value::String(s)) => Err(Problem::at(
             path,
@@ -126,7 +137,11 @@ fn check_kind(top: &Mapping) -> Result<(), Problem> {
         )),
         Some(v) => Err(Problem::at(
             path,
-            format!("must be a string, got {}; expected {}", kind_of(v), wire::KIND),
+            format!(
+                "must be a string, got {}; expected {}",
+                kind_of(v),
+                wire::KIND
+            ),
         )),
     }
 }
@@ -158,14 +173,20 @@ fn generation_hint(api: ApiVersion, path: &YamlPath) -> Option<String> {
                 "not in {v1}; use the annotation metadata.annotations[\"{annotation}\"]: \"Disabled\""
             ))
         }
-        (_, [field]) if ["stage", "seedImageRef", "oadpContent", "extraManifests"].contains(field) => {
-            Some(format!("unknown field; it belongs under spec: (spec.{field})"))
+        (_, [field])
+            if ["stage", "seedImageRef", "oadpContent", "extraManifests"].contains(field) =>
+        {
+            Some(format!(
+                "unknown field; it belongs under spec: (spec.{field})"
+            ))
         }
         (_, [field]) if ["name", "namespace", "annotations", "labels"].contains(field) => Some(
             format!("unknown field; it belongs under metadata: (metadata.{field})"),
         ),
         (_, ["spec", field]) if ["annotations", "labels", "name", "namespace"].contains(field) => {
-            Some(format!("unknown field; it belongs under metadata: (metadata.{field})"))
+            Some(format!(
+                "unknown field; it belongs under metadata: (metadata.{field})"
+            ))
         }
         _ => None,
     }
@@ -252,7 +273,10 @@ fn precheck(api: ApiVersion, top: &mut Mapping) -> Result<(), Problem> {
         Some(v) => {
             return Err(Problem::at(
                 stage_path,
-                format!("must be a string, got {}; expected one of {STAGES}", kind_of(v)),
+                format!(
+                    "must be a string, got {}; expected one of {STAGES}",
+                    kind_of(v)
+                ),
             ));
         }
     }
@@ -462,7 +486,11 @@ impl Common {
         })
     }
 
-    fn seed(&self, namespace: &str, warnings: &mut Vec<Problem>) -> Result<Option<SeedRef>, Problem> {
+    fn seed(
+        &self,
+        namespace: &str,
+        warnings: &mut Vec<Problem>,
+    ) -> Result<Option<SeedRef>, Problem> {
         let base = YamlPath::dotted("spec.seedImageRef");
         let needed = self.stage != Stage::Idle;
         let empty = |s: &Option<String>| s.as_deref().unwrap_or("").is_empty();
@@ -482,12 +510,26 @@ impl Common {
         let image = seed.image.clone().unwrap_or_default();
         let version = seed.version.clone().unwrap_or_default();
         let mut problems = Vec::new();
-        if image.is_empty() {
-            problems.push(Problem::at(base.key("image"), "missing or empty; set the seed image pull-spec"));
+        let placeholder = |v: &str| v.len() > 2 && v.starts_with('<') && v.ends_with('>');
+        if placeholder(&image) {
+            problems.push(Problem::at(
+                base.key("image"),
+                format!("{image:?} is a placeholder; replace it with the seed image pull-spec"),
+            ));
+        } else if image.is_empty() {
+            problems.push(Problem::at(
+                base.key("image"),
+                "missing or empty; set the seed image pull-spec",
+            ));
         } else if let Err(e) = ImageRef::parse(&image) {
             problems.push(Problem::at(base.key("image"), e.to_string()));
         }
-        if version.is_empty() {
+        if placeholder(&version) {
+            problems.push(Problem::at(
+                base.key("version"),
+                format!("{version:?} is a placeholder; replace it with the target version, e.g. \"4.15.2\""),
+            ));
+        } else if version.is_empty() {
             problems.push(Problem::at(
                 base.key("version"),
                 "missing or empty; set the target version, e.g. \"4.15.2\"",
@@ -498,10 +540,15 @@ impl Common {
                 format!("must be a semantic version like \"4.15.2\", got {version:?}"),
             ));
         }
-        if let Some((name, path)) = &seed.pull_secret
-            && let Err(m) = check_object_name(name)
-        {
-            problems.push(Problem::at(path.clone(), format!("Secret name {m}")));
+        if let Some((name, path)) = &seed.pull_secret {
+            if placeholder(name) {
+                problems.push(Problem::at(
+                    path.clone(),
+                    format!("{name:?} is a placeholder; replace it with the pull Secret's name"),
+                ));
+            } else if let Err(m) = check_object_name(name) {
+                problems.push(Problem::at(path.clone(), format!("Secret name {m}")));
+            }
         }
         if needed {
             if let Some(first) = problems.into_iter().next() {
@@ -509,7 +556,8 @@ impl Common {
             }
         } else {
             for mut p in problems {
-                p.message.push_str(" (only a warning while spec.stage is Idle)");
+                p.message
+                    .push_str(" (only a warning while spec.stage is Idle)");
                 warnings.push(p);
             }
         }
@@ -556,11 +604,12 @@ impl Common {
             None | Some(0) => DEFAULT_INIT_MONITOR_TIMEOUT_SECONDS,
             Some(t) => t.unsigned_abs(),
         };
-        let mut disabled = |key: &str| self.annotation_disabled(key, "automatic rollback", warnings);
-        let post_reboot_config = !(self.disabled_post_reboot_config
-            | disabled(ann::AUTO_ROLLBACK_POST_REBOOT_CONFIG));
-        let upgrade_completion = !(self.disabled_upgrade_completion
-            | disabled(ann::AUTO_ROLLBACK_UPGRADE_COMPLETION));
+        let mut disabled =
+            |key: &str| self.annotation_disabled(key, "automatic rollback", warnings);
+        let post_reboot_config =
+            !(self.disabled_post_reboot_config | disabled(ann::AUTO_ROLLBACK_POST_REBOOT_CONFIG));
+        let upgrade_completion =
+            !(self.disabled_upgrade_completion | disabled(ann::AUTO_ROLLBACK_UPGRADE_COMPLETION));
         let init_monitor =
             !(self.disabled_init_monitor | disabled(ann::AUTO_ROLLBACK_INIT_MONITOR));
         Ok(AutoRollback {
@@ -572,7 +621,8 @@ impl Common {
     }
 
     fn image_cleanup(&self, warnings: &mut Vec<Problem>) -> Result<ImageCleanup, Problem> {
-        let on_prep = !self.annotation_disabled(ann::IMAGE_CLEANUP_ON_PREP, "image cleanup", warnings);
+        let on_prep =
+            !self.annotation_disabled(ann::IMAGE_CLEANUP_ON_PREP, "image cleanup", warnings);
         let key = ann::IMAGE_CLEANUP_DISK_USAGE_THRESHOLD_PERCENT;
         let disk_usage_threshold_percent = match self.annotations.get(key) {
             None => DEFAULT_DISK_USAGE_THRESHOLD_PERCENT,
@@ -613,10 +663,10 @@ impl Common {
 
     fn unknown_annotations(&self, warnings: &mut Vec<Problem>) {
         for key in self.annotations.keys() {
-            if !ann::is_lca_domain(key) || ann::KNOWN.contains(&key.as_str()) {
+            if ann::KNOWN.contains(&key.as_str()) {
                 continue;
             }
-            if let Some(best) = closest(key, ann::KNOWN) {
+            if let Some(best) = closest_annotation(key) {
                 warnings.push(Problem::at(
                     annotation_path(key),
                     format!("unknown annotation, ignored; did you mean {best:?}?"),
@@ -624,6 +674,20 @@ impl Common {
             }
         }
     }
+}
+
+/// A known annotation that `key` is probably a typo of: same domain and a similar name, or the
+/// same name and a similar domain. (Comparing whole keys would match every `lca.openshift.io/`
+/// annotation with every other, through the long common prefix.)
+fn closest_annotation(key: &str) -> Option<&'static str> {
+    let (domain, name) = key.split_once('/')?;
+    ann::KNOWN.into_iter().find(|known| {
+        let Some((kd, kn)) = known.split_once('/') else {
+            return false;
+        };
+        (kd == domain && closest(name, [kn]).is_some())
+            || (kn == name && closest(domain, [kd]).is_some())
+    })
 }
 
 fn annotation_path(key: &str) -> YamlPath {
@@ -647,7 +711,10 @@ fn refs_list(
             namespace: r.namespace.clone(),
         };
         if !seen.insert(o.clone()) {
-            warnings.push(Problem::at(p, format!("ConfigMap {o} is listed more than once")));
+            warnings.push(Problem::at(
+                p,
+                format!("ConfigMap {o} is listed more than once"),
+            ));
             continue;
         }
         out.push(o);

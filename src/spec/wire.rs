@@ -61,12 +61,6 @@ pub mod annotations {
         IMAGE_CLEANUP_DISK_USAGE_THRESHOLD_PERCENT,
         MANUAL_CLEANUP_DONE,
     ];
-
-    /// Whether `key` is in one of LCA's annotation domains (where a typo is worth a warning).
-    pub fn is_lca_domain(key: &str) -> bool {
-        key.split_once('/')
-            .is_some_and(|(prefix, _)| prefix == "lca.openshift.io" || prefix.ends_with(".lca.openshift.io"))
-    }
 }
 
 /// The JSON Schema (draft-07) of a wire type, as a JSON value.
@@ -425,11 +419,18 @@ mod tests {
 
     #[test]
     fn string_bool_accepts_both_spellings() {
-        for (y, want) in [("true", true), ("\"true\"", true), ("false", false), ("'false'", false)] {
+        for (y, want) in [
+            ("true", true),
+            ("\"true\"", true),
+            ("false", false),
+            ("'false'", false),
+        ] {
             let v: StringBool = serde_yaml::from_str(y).unwrap();
             assert_eq!(v.0, want, "{y}");
         }
-        let e = serde_yaml::from_str::<StringBool>("yes").unwrap_err().to_string();
+        let e = serde_yaml::from_str::<StringBool>("yes")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"true\""), "{e}");
         assert!(serde_yaml::from_str::<StringBool>("1").is_err());
     }
@@ -446,14 +447,6 @@ mod tests {
             })
         );
         assert!(serde_yaml::from_str::<PullSecretRefV1Alpha1>("{nam: x}").is_err());
-    }
-
-    #[test]
-    fn annotation_domains() {
-        assert!(annotations::is_lca_domain("lca.openshift.io/manual-cleanup-done"));
-        assert!(annotations::is_lca_domain("image-cleanup.lca.openshift.io/x"));
-        assert!(!annotations::is_lca_domain("example.com/lca.openshift.io"));
-        assert!(!annotations::is_lca_domain("xlca.openshift.io/a"));
     }
 
     #[test]

@@ -108,8 +108,7 @@ impl fmt::Display for YamlPath {
             match seg {
                 Seg::Key(k)
                     if !k.is_empty()
-                        && k
-                            .bytes()
+                        && k.bytes()
                             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') =>
                 {
                     if i > 0 {
@@ -202,9 +201,9 @@ pub enum ReadError {
 
 /// `1 MiB` for 1048576.
 pub fn human_size(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} bytes")
@@ -332,21 +331,21 @@ fn too_deep() -> String {
 #[allow(unsafe_code)]
 fn prescan(text: &str) -> Result<(), Problem> {
     use std::mem::MaybeUninit;
-    use unsafe_libyaml as sys;
+    use unsafe_libyaml as unsafe_yaml;
 
     /// Owns an initialised parser and deletes it on every exit path.
-    struct Parser(Box<MaybeUninit<sys::yaml_parser_t>>);
+    struct Parser(Box<MaybeUninit<unsafe_yaml::yaml_parser_t>>);
     impl Drop for Parser {
         fn drop(&mut self) {
             // SAFETY: only constructed after yaml_parser_initialize succeeded; deleted once.
-            unsafe { sys::yaml_parser_delete(self.0.as_mut_ptr()) }
+            unsafe { unsafe_yaml::yaml_parser_delete(self.0.as_mut_ptr()) }
         }
     }
 
-    let mut raw = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+    let mut raw = Box::new(MaybeUninit::<unsafe_yaml::yaml_parser_t>::uninit());
     // SAFETY: `raw` is a heap allocation of the right type that is never moved while the parser
     // lives; initialize fills it in, and on failure we return before using or deleting it.
-    if unsafe { sys::yaml_parser_initialize(raw.as_mut_ptr()) }.fail {
+    if unsafe { unsafe_yaml::yaml_parser_initialize(raw.as_mut_ptr()) }.fail {
         return Ok(()); // out of memory; the real parse will fail the same way
     }
     let mut parser = Parser(raw);
@@ -354,23 +353,23 @@ fn prescan(text: &str) -> Result<(), Problem> {
     // SAFETY: the parser is initialised; `text` outlives `parser` (both are locals of this
     // function and `parser` is dropped first), so the input pointer stays valid.
     unsafe {
-        sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-        sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
+        unsafe_yaml::yaml_parser_set_encoding(p, unsafe_yaml::YAML_UTF8_ENCODING);
+        unsafe_yaml::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
     }
     let mut depth = 0usize;
     let mut events = 0usize;
     loop {
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<unsafe_yaml::yaml_event_t>::uninit();
         let e = event.as_mut_ptr();
         // SAFETY: `p` is a live parser and `e` points to writable storage for one event.
-        if unsafe { sys::yaml_parser_parse(p, e) }.fail {
+        if unsafe { unsafe_yaml::yaml_parser_parse(p, e) }.fail {
             return Ok(());
         }
         // SAFETY: yaml_parser_parse succeeded, so the event is initialised; we copy two plain
         // fields and then release the event exactly once.
         let (kind, mark) = unsafe {
             let out = ((*e).type_, (*e).start_mark);
-            sys::yaml_event_delete(e);
+            unsafe_yaml::yaml_event_delete(e);
             out
         };
         let at = |message: String| Problem {
@@ -385,16 +384,16 @@ fn prescan(text: &str) -> Result<(), Problem> {
             )));
         }
         match kind {
-            sys::YAML_SEQUENCE_START_EVENT | sys::YAML_MAPPING_START_EVENT => {
+            unsafe_yaml::YAML_SEQUENCE_START_EVENT | unsafe_yaml::YAML_MAPPING_START_EVENT => {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(at(too_deep()));
                 }
             }
-            sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => {
+            unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => {
                 depth = depth.saturating_sub(1);
             }
-            sys::YAML_STREAM_END_EVENT => return Ok(()),
+            unsafe_yaml::YAML_STREAM_END_EVENT => return Ok(()),
             _ => {}
         }
     }
@@ -792,7 +791,11 @@ mod tests {
     fn fast<T>(f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let r = f();
-        assert!(t.elapsed() < Duration::from_millis(900), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            t.elapsed()
+        );
         r
     }
 
@@ -946,7 +949,10 @@ mod tests {
         let p = d.path().join("big");
         std::fs::write(&p, vec![b'a'; 2048]).unwrap();
         let (f, _) = open_regular(&p).unwrap();
-        assert!(matches!(read_limited(f, 1024), Err(ReadError::TooLarge(1024))));
+        assert!(matches!(
+            read_limited(f, 1024),
+            Err(ReadError::TooLarge(1024))
+        ));
         let (f, _) = open_regular(&p).unwrap();
         assert_eq!(read_limited(f, 4096).unwrap().len(), 2048);
         let e = open_regular(d.path()).unwrap_err().to_string();

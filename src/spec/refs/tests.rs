@@ -40,7 +40,11 @@ fn config_map_is_read_with_data_and_binary_data() {
     put(
         d.path(),
         "configmaps/openshift-adp/oadp-cm.yaml",
-        &cm("openshift-adp", "oadp-cm", "data:\n  a.yaml: |\n    kind: Backup\nbinaryData:\n  b.bin: AAEC\n"),
+        &cm(
+            "openshift-adp",
+            "oadp-cm",
+            "data:\n  a.yaml: |\n    kind: Backup\nbinaryData:\n  b.bin: AAEC\n",
+        ),
         0o644,
     );
     let c = config_map(d.path(), &r("openshift-adp", "oadp-cm")).unwrap();
@@ -55,19 +59,50 @@ fn config_map_problems_name_the_file_and_field() {
     let rr = r("ns", "x");
     let e = config_map(d.path(), &rr).unwrap_err();
     assert!(matches!(e, RefError::NotFound { .. }));
-    assert!(e.to_string().contains("configmaps/ns/x.yaml does not exist"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("configmaps/ns/x.yaml does not exist"),
+        "{e}"
+    );
 
     let cases = [
-        (cm("ns", "y", "data: {}\n"), "metadata.name: \"y\" does not match the file name"),
-        (cm("other", "x", "data: {}\n"), "metadata.namespace: \"other\" does not match the directory"),
-        (cm("ns", "x", "dat: {}\n"), "dat: unknown field; did you mean \"data\"? (line 6, column 1)"),
-        (cm("ns", "x", "data: {k: 1}\n"), "data.k: invalid type: integer `1`, expected a string"),
-        (cm("ns", "x", "binaryData: {k: \"!!\"}\n"), "binaryData[\"k\"]: not valid base64"),
-        (cm("ns", "x", "data: {k: a}\nbinaryData: {k: AA==}\n"), "in both data and binaryData"),
+        (
+            cm("ns", "y", "data: {}\n"),
+            "metadata.name: \"y\" does not match the file name",
+        ),
+        (
+            cm("other", "x", "data: {}\n"),
+            "metadata.namespace: \"other\" does not match the directory",
+        ),
+        (
+            cm("ns", "x", "dat: {}\n"),
+            "dat: unknown field; did you mean \"data\"? (line 6, column 1)",
+        ),
+        (
+            cm("ns", "x", "data: {k: 1}\n"),
+            "data.k: invalid type: integer `1`, expected a string",
+        ),
+        (
+            cm("ns", "x", "binaryData: {k: \"!!\"}\n"),
+            "binaryData[\"k\"]: not valid base64",
+        ),
+        (
+            cm("ns", "x", "data: {k: a}\nbinaryData: {k: AA==}\n"),
+            "in both data and binaryData",
+        ),
         (cm("ns", "x", "data: {\"a/b\": x}\n"), "invalid key \"a/b\""),
-        ("apiVersion: v2\nkind: ConfigMap\n".to_string(), "apiVersion: must be \"v1\""),
-        ("apiVersion: v1\nkind: Secret\n".to_string(), "kind: must be \"ConfigMap\""),
-        ("- a\n".to_string(), "must be a ConfigMap (a YAML mapping), got a list"),
+        (
+            "apiVersion: v2\nkind: ConfigMap\n".to_string(),
+            "apiVersion: must be \"v1\"",
+        ),
+        (
+            "apiVersion: v1\nkind: Secret\n".to_string(),
+            "kind: must be \"ConfigMap\"",
+        ),
+        (
+            "- a\n".to_string(),
+            "must be a ConfigMap (a YAML mapping), got a list",
+        ),
         ("a: [\n".to_string(), "is not valid YAML"),
     ];
     for (text, want) in cases {
@@ -82,7 +117,12 @@ fn config_map_problems_name_the_file_and_field() {
 #[test]
 fn references_that_would_escape_the_tree_are_refused() {
     let d = tempfile::tempdir().unwrap();
-    for (ns, name) in [("..", "x"), ("ns", "../../etc/shadow"), ("ns", "<seed_pull_secret>"), ("", "x")] {
+    for (ns, name) in [
+        ("..", "x"),
+        ("ns", "../../etc/shadow"),
+        ("ns", "<seed_pull_secret>"),
+        ("", "x"),
+    ] {
         let e = config_map(d.path(), &r(ns, name)).unwrap_err();
         assert!(matches!(e, RefError::InvalidName { .. }), "{e}");
         let e = secret(d.path(), &r(ns, name)).unwrap_err();
@@ -96,17 +136,42 @@ fn additional_images_use_lca_precache_format() {
     put(
         d.path(),
         "configmaps/ns/imgs.yaml",
-        &cm("ns", "imgs", "data:\n  images.txt: |\n    # extra images\n    quay.io/a/b:1\n\n    registry.local:5000/c@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"),
+        &cm(
+            "ns",
+            "imgs",
+            "data:\n  images.txt: |\n    # extra images\n    quay.io/a/b:1\n\n    registry.local:5000/c@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+        ),
         0o644,
     );
     let imgs = additional_images(d.path(), &r("ns", "imgs")).unwrap();
     assert_eq!(imgs.len(), 2);
     assert_eq!(imgs[0].to_string(), "quay.io/a/b:1");
-    put(d.path(), "configmaps/ns/imgs.yaml", &cm("ns", "imgs", "data:\n  images.txt: |\n    quay.io/a/b:1\n    Bad/Image\n"), 0o644);
-    let e = additional_images(d.path(), &r("ns", "imgs")).unwrap_err().to_string();
-    assert!(e.contains("line 2: invalid image reference \"Bad/Image\""), "{e}");
-    put(d.path(), "configmaps/ns/imgs.yaml", &cm("ns", "imgs", "data:\n  other: x\n"), 0o644);
-    let e = additional_images(d.path(), &r("ns", "imgs")).unwrap_err().to_string();
+    put(
+        d.path(),
+        "configmaps/ns/imgs.yaml",
+        &cm(
+            "ns",
+            "imgs",
+            "data:\n  images.txt: |\n    quay.io/a/b:1\n    Bad/Image\n",
+        ),
+        0o644,
+    );
+    let e = additional_images(d.path(), &r("ns", "imgs"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 2: invalid image reference \"Bad/Image\""),
+        "{e}"
+    );
+    put(
+        d.path(),
+        "configmaps/ns/imgs.yaml",
+        &cm("ns", "imgs", "data:\n  other: x\n"),
+        0o644,
+    );
+    let e = additional_images(d.path(), &r("ns", "imgs"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("has no data key \"images.txt\""), "{e}");
 }
 
@@ -114,19 +179,45 @@ fn additional_images_use_lca_precache_format() {
 fn pull_secret_is_validated_without_echoing_it() {
     let d = tempfile::tempdir().unwrap();
     let json = r#"{"auths":{"quay.io":{"auth":"c3VwZXItc2VjcmV0LXRva2Vu"}}}"#;
-    put(d.path(), &format!("secrets/{NS}/ps.yaml"), &pull_secret_yaml("ps", json), 0o600);
+    put(
+        d.path(),
+        &format!("secrets/{NS}/ps.yaml"),
+        &pull_secret_yaml("ps", json),
+        0o600,
+    );
     let ps = pull_secret(d.path(), &r(NS, "ps")).unwrap();
     assert_eq!(ps.registries, vec!["quay.io".to_string()]);
     assert_eq!(ps.dockerconfigjson.expose(), json.as_bytes());
-    let dbg = format!("{ps:?} {} {:?}", ps.dockerconfigjson, secret(d.path(), &r(NS, "ps")).unwrap());
-    assert!(!dbg.contains(SECRET_VALUE) && !dbg.contains("auths"), "{dbg}");
-    assert!(dbg.contains("<redacted>") && dbg.contains(".dockerconfigjson"), "{dbg}");
+    let dbg = format!(
+        "{ps:?} {} {:?}",
+        ps.dockerconfigjson,
+        secret(d.path(), &r(NS, "ps")).unwrap()
+    );
+    assert!(
+        !dbg.contains(SECRET_VALUE) && !dbg.contains("auths"),
+        "{dbg}"
+    );
+    assert!(
+        dbg.contains("<redacted>") && dbg.contains(".dockerconfigjson"),
+        "{dbg}"
+    );
 
     for (json, want) in [
-        (r#"{"auths": [c3VwZXItc2VjcmV0LXRva2Vu"#, "is not valid JSON (line 1, column 12)"),
-        (r#"{"credsStore": "c3VwZXItc2VjcmV0LXRva2Vu"}"#, "has no \"auths\" object"),
+        (
+            r#"{"auths": [c3VwZXItc2VjcmV0LXRva2Vu"#,
+            "is not valid JSON (line 1, column 12)",
+        ),
+        (
+            r#"{"credsStore": "c3VwZXItc2VjcmV0LXRva2Vu"}"#,
+            "has no \"auths\" object",
+        ),
     ] {
-        put(d.path(), &format!("secrets/{NS}/ps.yaml"), &pull_secret_yaml("ps", json), 0o600);
+        put(
+            d.path(),
+            &format!("secrets/{NS}/ps.yaml"),
+            &pull_secret_yaml("ps", json),
+            0o600,
+        );
         let e = pull_secret(d.path(), &r(NS, "ps")).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
         assert!(!e.contains(SECRET_VALUE), "{e}");
@@ -136,7 +227,10 @@ fn pull_secret_is_validated_without_echoing_it() {
     );
     put(d.path(), &format!("secrets/{NS}/ps.yaml"), &other, 0o600);
     let e = pull_secret(d.path(), &r(NS, "ps")).unwrap_err().to_string();
-    assert!(e.contains("has no key \".dockerconfigjson\" (keys: token)"), "{e}");
+    assert!(
+        e.contains("has no key \".dockerconfigjson\" (keys: token)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -144,15 +238,20 @@ fn secret_values_never_appear_in_errors() {
     let d = tempfile::tempdir().unwrap();
     let head = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: {NS}}}\n");
     for body in [
-        format!("data:\n  k: {SECRET_VALUE}!!\n"),           // not base64
-        format!("data:\n  k: [{SECRET_VALUE}]\n"),           // wrong type
-        format!("data: {SECRET_VALUE}\n"),                   // not a mapping
+        format!("data:\n  k: {SECRET_VALUE}!!\n"), // not base64
+        format!("data:\n  k: [{SECRET_VALUE}]\n"), // wrong type
+        format!("data: {SECRET_VALUE}\n"),         // not a mapping
         format!("stringData:\n  k: {{a: {SECRET_VALUE}}}\n"), // wrong type
-        format!("strinData:\n  k: {SECRET_VALUE}\n"),        // unknown field
+        format!("strinData:\n  k: {SECRET_VALUE}\n"), // unknown field
         format!("data:\n  k: {SECRET_VALUE}\n  k: {SECRET_VALUE}\n"), // duplicate key
-        format!("data:\n  k: \"{SECRET_VALUE}\n"),           // broken YAML
+        format!("data:\n  k: \"{SECRET_VALUE}\n"), // broken YAML
     ] {
-        put(d.path(), &format!("secrets/{NS}/s.yaml"), &format!("{head}{body}"), 0o600);
+        put(
+            d.path(),
+            &format!("secrets/{NS}/s.yaml"),
+            &format!("{head}{body}"),
+            0o600,
+        );
         let e = secret(d.path(), &r(NS, "s")).unwrap_err();
         let text = format!("{e} {e:?}");
         assert!(!text.contains(SECRET_VALUE), "{body:?}: {text}");
@@ -178,12 +277,20 @@ fn secret_files_readable_by_others_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let rel = format!("secrets/{NS}/ps.yaml");
     for mode in [0o644, 0o640, 0o604, 0o660] {
-        put(d.path(), &rel, &pull_secret_yaml("ps", "{\"auths\":{}}"), mode);
+        put(
+            d.path(),
+            &rel,
+            &pull_secret_yaml("ps", "{\"auths\":{}}"),
+            mode,
+        );
         let e = pull_secret(d.path(), &r(NS, "ps")).unwrap_err();
         assert!(matches!(e, RefError::Insecure { .. }), "{e}");
         let e = e.to_string();
         assert!(e.contains(&format!("is mode {mode:04o}")), "{e}");
-        assert!(e.contains(&format!("chmod 600 {}", d.path().join(&rel).display())), "{e}");
+        assert!(
+            e.contains(&format!("chmod 600 {}", d.path().join(&rel).display())),
+            "{e}"
+        );
     }
 }
 
@@ -195,7 +302,12 @@ fn secret_files_owned_by_others_are_refused() {
     }
     let d = tempfile::tempdir().unwrap();
     let rel = format!("secrets/{NS}/ps.yaml");
-    put(d.path(), &rel, &pull_secret_yaml("ps", "{\"auths\":{}}"), 0o600);
+    put(
+        d.path(),
+        &rel,
+        &pull_secret_yaml("ps", "{\"auths\":{}}"),
+        0o600,
+    );
     std::os::unix::fs::chown(d.path().join(&rel), Some(65534), Some(65534)).unwrap();
     let e = pull_secret(d.path(), &r(NS, "ps")).unwrap_err().to_string();
     assert!(e.contains("owned by uid 65534"), "{e}");
@@ -205,7 +317,12 @@ fn secret_files_owned_by_others_are_refused() {
 #[test]
 fn check_lists_every_unresolvable_reference() {
     let d = tempfile::tempdir().unwrap();
-    put(d.path(), "configmaps/openshift-adp/ok.yaml", &cm("openshift-adp", "ok", "data: {}\n"), 0o644);
+    put(
+        d.path(),
+        "configmaps/openshift-adp/ok.yaml",
+        &cm("openshift-adp", "ok", "data: {}\n"),
+        0o644,
+    );
     let desired = Desired {
         api_version: ApiVersion::V1Alpha1,
         name: "upgrade".into(),
@@ -225,9 +342,15 @@ fn check_lists_every_unresolvable_reference() {
     };
     let problems = check(d.path(), &desired);
     assert_eq!(problems.len(), 4, "{problems:#?}");
-    assert!(problems[0].starts_with("spec.seedImageRef.pullSecretRef: Secret openshift-lifecycle-agent/missing-ps: "));
+    assert!(problems[0].starts_with(
+        "spec.seedImageRef.pullSecretRef: Secret openshift-lifecycle-agent/missing-ps: "
+    ));
     assert!(problems[1].starts_with("spec.additionalImages: ConfigMap"));
     assert!(problems[2].starts_with("spec.extraManifests: ConfigMap openshift-lifecycle-agent/em"));
-    assert!(problems[3].contains("openshift-adp/gone"), "{}", problems[3]);
+    assert!(
+        problems[3].contains("openshift-adp/gone"),
+        "{}",
+        problems[3]
+    );
     assert!(problems.iter().all(|p| p.contains("does not exist")));
 }
