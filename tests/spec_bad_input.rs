@@ -72,394 +72,75 @@ fn bad_documents_are_rejected_with_a_one_line_message_naming_the_path() {
     let threshold = "image-cleanup.lca.openshift.io/disk-usage-threshold-percent";
     let threshold_path = format!("metadata.annotations[\"{threshold}\"]");
     // (document, the YAML path the message must start with after the origin, a fragment)
+    #[rustfmt::skip]
     let cases: Vec<(String, &str, &str)> = vec![
         // unknown fields, with suggestions or the list of valid fields
-        (
-            edit(V1, "  stage: Prep", "  stag: Prep"),
-            "spec.stag",
-            "unknown field; did you mean \"stage\"? (line 6, column 3)",
-        ),
-        (
-            edit(V1, "    version:", "    verison:"),
-            "spec.seedImageRef.verison",
-            "did you mean \"version\"?",
-        ),
-        (
-            edit(V1, "    pullSecretRef:", "    pullSecret:"),
-            "spec.seedImageRef.pullSecret",
-            "did you mean \"pullSecretRef\"?",
-        ),
-        (
-            edit(V1, "    namespace: openshift", "    namespce: openshift"),
-            "spec.extraManifests[0].namespce",
-            "did you mean \"namespace\"?",
-        ),
-        (
-            edit(V1, "  name: upgrade", "  name: upgrade\n  labls: {}"),
-            "metadata.labls",
-            "did you mean \"labels\"?",
-        ),
-        (
-            edit(V1, "spec:\n", "spec:\n  frobnicate: true\n"),
-            "spec.frobnicate",
-            "unknown field; valid fields here: autoRollbackOnFailure, extraManifests, oadpContent, seedImageRef, stage",
-        ),
-        (
-            edit(
-                V1,
-                "kind: ImageBasedUpgrade\n",
-                "kind: ImageBasedUpgrade\nstage: Prep\n",
-            ),
-            "stage",
-            "it belongs under spec: (spec.stage)",
-        ),
-        (
-            edit(V1, "spec:\n", "spec:\n  annotations: {}\n"),
-            "spec.annotations",
-            "it belongs under metadata: (metadata.annotations)",
-        ),
+        (edit(V1, "  stage: Prep", "  stag: Prep"), "spec.stag", "unknown field; did you mean \"stage\"? (line 6, column 3)"),
+        (edit(V1, "    version:", "    verison:"), "spec.seedImageRef.verison", "did you mean \"version\"?"),
+        (edit(V1, "    pullSecretRef:", "    pullSecret:"), "spec.seedImageRef.pullSecret", "did you mean \"pullSecretRef\"?"),
+        (edit(V1, "    namespace: openshift", "    namespce: openshift"), "spec.extraManifests[0].namespce", "did you mean \"namespace\"?"),
+        (edit(V1, "  name: upgrade", "  name: upgrade\n  labls: {}"), "metadata.labls", "did you mean \"labels\"?"),
+        (edit(V1, "spec:\n", "spec:\n  frobnicate: true\n"), "spec.frobnicate", "unknown field; valid fields here: autoRollbackOnFailure, extraManifests, oadpContent, seedImageRef, stage"),
+        (edit(V1, "kind: ImageBasedUpgrade\n", "kind: ImageBasedUpgrade\nstage: Prep\n"), "stage", "it belongs under spec: (spec.stage)"),
+        (edit(V1, "spec:\n", "spec:\n  annotations: {}\n"), "spec.annotations", "it belongs under metadata: (metadata.annotations)"),
         // fields of the other API generation
-        (
-            edit(
-                V1,
-                "spec:\n",
-                "spec:\n  additionalImages: {name: x, namespace: y}\n",
-            ),
-            "spec.additionalImages",
-            "removed in lca.openshift.io/v1",
-        ),
-        (
-            edit(
-                V1,
-                "  autoRollbackOnFailure:\n",
-                "  autoRollbackOnFailure:\n    disabledInitMonitor: \"true\"\n",
-            ),
-            "spec.autoRollbackOnFailure.disabledInitMonitor",
-            "not in lca.openshift.io/v1; use the annotation metadata.annotations[\"auto-rollback-on-failure.lca.openshift.io/init-monitor\"]: \"Disabled\"",
-        ),
-        (
-            edit(
-                V1,
-                "  autoRollbackOnFailure:\n",
-                "  autoRollbackOnFailure:\n    disabledForPostRebootConfig: true\n",
-            ),
-            "spec.autoRollbackOnFailure.disabledForPostRebootConfig",
-            "auto-rollback-on-failure.lca.openshift.io/post-reboot-config",
-        ),
-        (
-            edit(
-                V1,
-                "  autoRollbackOnFailure:\n",
-                "  autoRollbackOnFailure:\n    disabledForUpgradeCompletion: true\n",
-            ),
-            "spec.autoRollbackOnFailure.disabledForUpgradeCompletion",
-            "auto-rollback-on-failure.lca.openshift.io/upgrade-completion",
-        ),
-        (
-            edit(
-                V1,
-                "    pullSecretRef:\n      name: seed-pull-secret",
-                "    pullSecretRef: seed-pull-secret",
-            ),
-            "spec.seedImageRef.pullSecretRef",
-            "lca.openshift.io/v1 takes a reference, not a plain name; write `pullSecretRef: {name: seed-pull-secret}`",
-        ),
+        (edit(V1, "spec:\n", "spec:\n  additionalImages: {name: x, namespace: y}\n"), "spec.additionalImages", "removed in lca.openshift.io/v1"),
+        (edit(V1, "  autoRollbackOnFailure:\n", "  autoRollbackOnFailure:\n    disabledInitMonitor: \"true\"\n"), "spec.autoRollbackOnFailure.disabledInitMonitor", "not in lca.openshift.io/v1; use the annotation metadata.annotations[\"auto-rollback-on-failure.lca.openshift.io/init-monitor\"]: \"Disabled\""),
+        (edit(V1, "  autoRollbackOnFailure:\n", "  autoRollbackOnFailure:\n    disabledForPostRebootConfig: true\n"), "spec.autoRollbackOnFailure.disabledForPostRebootConfig", "auto-rollback-on-failure.lca.openshift.io/post-reboot-config"),
+        (edit(V1, "  autoRollbackOnFailure:\n", "  autoRollbackOnFailure:\n    disabledForUpgradeCompletion: true\n"), "spec.autoRollbackOnFailure.disabledForUpgradeCompletion", "auto-rollback-on-failure.lca.openshift.io/upgrade-completion"),
+        (edit(V1, "    pullSecretRef:\n      name: seed-pull-secret", "    pullSecretRef: seed-pull-secret"), "spec.seedImageRef.pullSecretRef", "lca.openshift.io/v1 takes a reference, not a plain name; write `pullSecretRef: {name: seed-pull-secret}`"),
         // wrong types
-        (
-            edit(V1, "Seconds: 1800", "Seconds: abc"),
-            "spec.autoRollbackOnFailure.initMonitorTimeoutSeconds",
-            "invalid type: string \"abc\", expected an integer (line 13, column 32)",
-        ),
-        (
-            edit(
-                V1,
-                "  extraManifests:\n  - name: sno-extra-manifests\n    namespace: openshift-lifecycle-agent\n",
-                "  extraManifests: sno-extra-manifests\n",
-            ),
-            "spec.extraManifests",
-            "expected a list",
-        ),
-        (
-            edit(
-                V1ALPHA1,
-                "disabledInitMonitor: \"true\"",
-                "disabledInitMonitor: \"yes\"",
-            ),
-            "spec.autoRollbackOnFailure.disabledInitMonitor",
-            "expected true or false (or the strings \"true\" / \"false\")",
-        ),
-        (
-            edit(
-                V1,
-                "  - name: sno-extra-manifests\n    namespace: openshift-lifecycle-agent\n",
-                "  - name: sno-extra-manifests\n",
-            ),
-            "spec.extraManifests[0].namespace",
-            "missing (required)",
-        ),
-        (
-            with_annotation(threshold, "60"),
-            &threshold_path,
-            "invalid type: integer `60`, expected a string (label and annotation values are strings; quote the value)",
-        ),
+        (edit(V1, "Seconds: 1800", "Seconds: abc"), "spec.autoRollbackOnFailure.initMonitorTimeoutSeconds", "invalid type: string \"abc\", expected an integer (line 13, column 32)"),
+        (edit(V1, "  extraManifests:\n  - name: sno-extra-manifests\n    namespace: openshift-lifecycle-agent\n", "  extraManifests: sno-extra-manifests\n"), "spec.extraManifests", "expected a list"),
+        (edit(V1ALPHA1, "disabledInitMonitor: \"true\"", "disabledInitMonitor: \"yes\""), "spec.autoRollbackOnFailure.disabledInitMonitor", "expected true or false (or the strings \"true\" / \"false\")"),
+        (edit(V1, "  - name: sno-extra-manifests\n    namespace: openshift-lifecycle-agent\n", "  - name: sno-extra-manifests\n"), "spec.extraManifests[0].namespace", "missing (required)"),
+        (with_annotation(threshold, "60"), &threshold_path, "invalid type: integer `60`, expected a string (label and annotation values are strings; quote the value)"),
         // out of range
-        (
-            edit(V1, "Seconds: 1800", "Seconds: -5"),
-            "spec.autoRollbackOnFailure.initMonitorTimeoutSeconds",
-            "must be >= 0, got -5 (line 13, column 32)",
-        ),
-        (
-            with_annotation(threshold, "\"101\""),
-            &threshold_path,
-            "must be an integer from 0 to 100, got \"101\"",
-        ),
-        (
-            with_annotation(threshold, "\"-1\""),
-            &threshold_path,
-            "must be an integer from 0 to 100, got \"-1\"",
-        ),
-        (
-            with_annotation(threshold, "\"50.5\""),
-            &threshold_path,
-            "must be an integer from 0 to 100",
-        ),
-        (
-            with_annotation(threshold, "\"+50\""),
-            &threshold_path,
-            "must be an integer from 0 to 100",
-        ),
-        (
-            with_annotation(threshold, "abc"),
-            &threshold_path,
-            "must be an integer from 0 to 100, got \"abc\"",
-        ),
+        (edit(V1, "Seconds: 1800", "Seconds: -5"), "spec.autoRollbackOnFailure.initMonitorTimeoutSeconds", "must be >= 0, got -5 (line 13, column 32)"),
+        (with_annotation(threshold, "\"101\""), &threshold_path, "must be an integer from 0 to 100, got \"101\""),
+        (with_annotation(threshold, "\"-1\""), &threshold_path, "must be an integer from 0 to 100, got \"-1\""),
+        (with_annotation(threshold, "\"50.5\""), &threshold_path, "must be an integer from 0 to 100"),
+        (with_annotation(threshold, "\"+50\""), &threshold_path, "must be an integer from 0 to 100"),
+        (with_annotation(threshold, "abc"), &threshold_path, "must be an integer from 0 to 100, got \"abc\""),
         // seed reference
-        (
-            edit(
-                V1,
-                "quay.io/example/seed:4.15.2",
-                "quay.io/Example/seed:4.15.2",
-            ),
-            "spec.seedImageRef.image",
-            "invalid image reference \"quay.io/Example/seed:4.15.2\": repository path \"Example/seed\" must be lowercase (line 8, column 12)",
-        ),
-        (
-            edit(V1, "quay.io/example/seed:4.15.2", "\"\""),
-            "spec.seedImageRef.image",
-            "missing or empty",
-        ),
-        (
-            edit(
-                V1,
-                "quay.io/example/seed:4.15.2",
-                "quay.io/example/seed@sha256:abc",
-            ),
-            "spec.seedImageRef.image",
-            "sha256 needs 64 hex digits, got 3",
-        ),
-        (
-            edit(V1, "quay.io/example/seed:4.15.2", "oci://quay.io/seed"),
-            "spec.seedImageRef.image",
-            "unsupported transport \"oci://\"",
-        ),
-        (
-            edit(V1, "version: 4.15.2", "version: 4.15"),
-            "spec.seedImageRef.version",
-            "must be a semantic version like \"4.15.2\", got \"4.15\"",
-        ),
-        (
-            edit(V1, "version: 4.15.2", "version: v4.15.2"),
-            "spec.seedImageRef.version",
-            "must be a semantic version like \"4.15.2\", got \"v4.15.2\"",
-        ),
-        (
-            edit(V1, "    version: 4.15.2\n", ""),
-            "spec.seedImageRef.version",
-            "missing or empty",
-        ),
-        (
-            edit(V1, "      name: seed-pull-secret", "      name: Seed_Pull"),
-            "spec.seedImageRef.pullSecretRef.name",
-            "Secret name must be a lowercase RFC 1123 subdomain",
-        ),
-        (
-            edit(
-                V1ALPHA1,
-                "pullSecretRef: seed-pull-secret",
-                "pullSecretRef: <seed_pull_secret>",
-            ),
-            "spec.seedImageRef.pullSecretRef",
-            "\"<seed_pull_secret>\" is a placeholder; replace it",
-        ),
-        (
-            edit(
-                V1,
-                "  seedImageRef:\n    image: quay.io/example/seed:4.15.2\n    version: 4.15.2\n    pullSecretRef:\n      name: seed-pull-secret\n",
-                "",
-            ),
-            "spec.seedImageRef",
-            "missing; spec.stage Prep needs the seed image and its version",
-        ),
-        (
-            edit(
-                &edit(
-                    V1,
-                    "  seedImageRef:\n    image: quay.io/example/seed:4.15.2\n    version: 4.15.2\n    pullSecretRef:\n      name: seed-pull-secret\n",
-                    "",
-                ),
-                "stage: Prep",
-                "stage: Upgrade",
-            ),
-            "spec.seedImageRef",
-            "spec.stage Upgrade needs",
-        ),
-        (
-            edit(
-                &edit(
-                    V1,
-                    "  seedImageRef:\n    image: quay.io/example/seed:4.15.2\n    version: 4.15.2\n    pullSecretRef:\n      name: seed-pull-secret\n",
-                    "  seedImageRef: {}\n",
-                ),
-                "stage: Prep",
-                "stage: Rollback",
-            ),
-            "spec.seedImageRef",
-            "spec.stage Rollback needs",
-        ),
+        (edit(V1, "quay.io/example/seed:4.15.2", "quay.io/Example/seed:4.15.2"), "spec.seedImageRef.image", "invalid image reference \"quay.io/Example/seed:4.15.2\": repository path \"Example/seed\" must be lowercase (line 8, column 12)"),
+        (edit(V1, "quay.io/example/seed:4.15.2", "\"\""), "spec.seedImageRef.image", "missing or empty"),
+        (edit(V1, "quay.io/example/seed:4.15.2", "quay.io/example/seed@sha256:abc"), "spec.seedImageRef.image", "sha256 needs 64 hex digits, got 3"),
+        (edit(V1, "quay.io/example/seed:4.15.2", "oci://quay.io/seed"), "spec.seedImageRef.image", "unsupported transport \"oci://\""),
+        (edit(V1, "version: 4.15.2", "version: 4.15"), "spec.seedImageRef.version", "must be a semantic version like \"4.15.2\", got \"4.15\""),
+        (edit(V1, "version: 4.15.2", "version: v4.15.2"), "spec.seedImageRef.version", "must be a semantic version like \"4.15.2\", got \"v4.15.2\""),
+        (edit(V1, "    version: 4.15.2\n", ""), "spec.seedImageRef.version", "missing or empty"),
+        (edit(V1, "      name: seed-pull-secret", "      name: Seed_Pull"), "spec.seedImageRef.pullSecretRef.name", "Secret name must be a lowercase RFC 1123 subdomain"),
+        (edit(V1ALPHA1, "pullSecretRef: seed-pull-secret", "pullSecretRef: <seed_pull_secret>"), "spec.seedImageRef.pullSecretRef", "\"<seed_pull_secret>\" is a placeholder; replace it"),
+        (edit(V1, "  seedImageRef:\n    image: quay.io/example/seed:4.15.2\n    version: 4.15.2\n    pullSecretRef:\n      name: seed-pull-secret\n", ""), "spec.seedImageRef", "missing; spec.stage Prep needs the seed image and its version"),
+        (edit(&edit(V1, "  seedImageRef:\n    image: quay.io/example/seed:4.15.2\n    version: 4.15.2\n    pullSecretRef:\n      name: seed-pull-secret\n", ""), "stage: Prep", "stage: Upgrade"), "spec.seedImageRef", "spec.stage Upgrade needs"),
+        (edit(&edit(V1, "  seedImageRef:\n    image: quay.io/example/seed:4.15.2\n    version: 4.15.2\n    pullSecretRef:\n      name: seed-pull-secret\n", "  seedImageRef: {}\n"), "stage: Prep", "stage: Rollback"), "spec.seedImageRef", "spec.stage Rollback needs"),
         // references
-        (
-            edit(
-                V1,
-                "  - name: sno-extra-manifests",
-                "  - name: ../../etc/shadow",
-            ),
-            "spec.extraManifests[0].name",
-            "must be a lowercase RFC 1123 subdomain",
-        ),
-        (
-            edit(
-                V1ALPHA1,
-                "  oadpContent:\n  - name: oadp-cm-example\n    namespace: openshift-adp",
-                "  oadpContent:\n  - name: oadp-cm-example\n    namespace: Openshift_ADP",
-            ),
-            "spec.oadpContent[0].namespace",
-            "must be a lowercase RFC 1123 label",
-        ),
-        (
-            edit(
-                V1ALPHA1,
-                "    name: \"\"\n    namespace: \"\"",
-                "    name: extra-images\n    namespace: \"\"",
-            ),
-            "spec.additionalImages.namespace",
-            "missing or empty; required when additionalImages.name is set",
-        ),
+        (edit(V1, "  - name: sno-extra-manifests", "  - name: ../../etc/shadow"), "spec.extraManifests[0].name", "must be a lowercase RFC 1123 subdomain"),
+        (edit(V1ALPHA1, "  oadpContent:\n  - name: oadp-cm-example\n    namespace: openshift-adp", "  oadpContent:\n  - name: oadp-cm-example\n    namespace: Openshift_ADP"), "spec.oadpContent[0].namespace", "must be a lowercase RFC 1123 label"),
+        (edit(V1ALPHA1, "    name: \"\"\n    namespace: \"\"", "    name: extra-images\n    namespace: \"\""), "spec.additionalImages.namespace", "missing or empty; required when additionalImages.name is set"),
         // header
-        (
-            edit(V1, "kind: ImageBasedUpgrade", "kind: SeedGenerator"),
-            "kind",
-            "expected ImageBasedUpgrade, got \"SeedGenerator\"; ibu reads only ImageBasedUpgrade documents",
-        ),
-        (
-            edit(V1, "kind: ImageBasedUpgrade", "kind: imagebasedupgrade"),
-            "kind",
-            "kinds are case-sensitive",
-        ),
-        (
-            edit(V1, "kind: ImageBasedUpgrade\n", ""),
-            "kind",
-            "missing; expected ImageBasedUpgrade",
-        ),
-        (
-            edit(V1, "apiVersion: lca.openshift.io/v1\n", ""),
-            "apiVersion",
-            "missing; expected lca.openshift.io/v1 or lca.openshift.io/v1alpha1",
-        ),
-        (
-            edit(V1, "lca.openshift.io/v1\n", "lca.openshift.io/v2\n"),
-            "apiVersion",
-            "unsupported apiVersion \"lca.openshift.io/v2\"; expected lca.openshift.io/v1 or lca.openshift.io/v1alpha1",
-        ),
-        (
-            edit(V1, "lca.openshift.io/v1\n", "v1\n"),
-            "apiVersion",
-            "unsupported apiVersion \"v1\"",
-        ),
-        (
-            edit(V1, "  name: upgrade", "  name: example-upgrade"),
-            "metadata.name",
-            "ibu is a singleton, metadata.name must be 'upgrade', got \"example-upgrade\"",
-        ),
-        (
-            edit(V1, "metadata:\n  name: upgrade\n", ""),
-            "metadata.name",
-            "ibu is a singleton, metadata.name must be 'upgrade', but it is missing",
-        ),
-        (
-            edit(
-                V1ALPHA1,
-                "  name: example-upgrade\n",
-                "  namespace: openshift-lifecycle-agent\n",
-            ),
-            "metadata.name",
-            "missing; every object needs a name",
-        ),
-        (
-            edit(
-                V1,
-                "  name: upgrade\n",
-                "  name: upgrade\n  namespace: Not_A_Namespace\n",
-            ),
-            "metadata.namespace",
-            "must be a lowercase RFC 1123 label",
-        ),
+        (edit(V1, "kind: ImageBasedUpgrade", "kind: SeedGenerator"), "kind", "expected ImageBasedUpgrade, got \"SeedGenerator\"; ibu reads only ImageBasedUpgrade documents"),
+        (edit(V1, "kind: ImageBasedUpgrade", "kind: imagebasedupgrade"), "kind", "kinds are case-sensitive"),
+        (edit(V1, "kind: ImageBasedUpgrade\n", ""), "kind", "missing; expected ImageBasedUpgrade"),
+        (edit(V1, "apiVersion: lca.openshift.io/v1\n", ""), "apiVersion", "missing; expected lca.openshift.io/v1 or lca.openshift.io/v1alpha1"),
+        (edit(V1, "lca.openshift.io/v1\n", "lca.openshift.io/v2\n"), "apiVersion", "unsupported apiVersion \"lca.openshift.io/v2\"; expected lca.openshift.io/v1 or lca.openshift.io/v1alpha1"),
+        (edit(V1, "lca.openshift.io/v1\n", "v1\n"), "apiVersion", "unsupported apiVersion \"v1\""),
+        (edit(V1, "  name: upgrade", "  name: example-upgrade"), "metadata.name", "ibu is a singleton, metadata.name must be 'upgrade', got \"example-upgrade\""),
+        (edit(V1, "metadata:\n  name: upgrade\n", ""), "metadata.name", "ibu is a singleton, metadata.name must be 'upgrade', but it is missing"),
+        (edit(V1ALPHA1, "  name: example-upgrade\n", "  namespace: openshift-lifecycle-agent\n"), "metadata.name", "missing; every object needs a name"),
+        (edit(V1, "  name: upgrade\n", "  name: upgrade\n  namespace: Not_A_Namespace\n"), "metadata.namespace", "must be a lowercase RFC 1123 label"),
         // stage
-        (
-            edit(V1, "stage: Prep", "stage: Prepp"),
-            "spec.stage",
-            "unknown stage \"Prepp\"; did you mean \"Prep\"? (expected one of Idle, Prep, Upgrade, Rollback) (line 6, column 10)",
-        ),
-        (
-            edit(V1, "stage: Prep", "stage: prep"),
-            "spec.stage",
-            "did you mean \"Prep\"?",
-        ),
-        (
-            edit(V1, "stage: Prep", "stage: Finish"),
-            "spec.stage",
-            "unknown stage \"Finish\" (expected one of Idle, Prep, Upgrade, Rollback)",
-        ),
-        (
-            edit(V1, "  stage: Prep\n", ""),
-            "spec.stage",
-            "missing; expected one of Idle, Prep, Upgrade, Rollback",
-        ),
-        (
-            edit(V1, "stage: Prep", "stage: [Prep]"),
-            "spec.stage",
-            "must be a string, got a list",
-        ),
-        (
-            V1[..V1.find("spec:").unwrap()].to_string(),
-            "spec",
-            "missing; an ImageBasedUpgrade needs at least spec.stage",
-        ),
+        (edit(V1, "stage: Prep", "stage: Prepp"), "spec.stage", "unknown stage \"Prepp\"; did you mean \"Prep\"? (expected one of Idle, Prep, Upgrade, Rollback) (line 6, column 10)"),
+        (edit(V1, "stage: Prep", "stage: prep"), "spec.stage", "did you mean \"Prep\"?"),
+        (edit(V1, "stage: Prep", "stage: Finish"), "spec.stage", "unknown stage \"Finish\" (expected one of Idle, Prep, Upgrade, Rollback)"),
+        (edit(V1, "  stage: Prep\n", ""), "spec.stage", "missing; expected one of Idle, Prep, Upgrade, Rollback"),
+        (edit(V1, "stage: Prep", "stage: [Prep]"), "spec.stage", "must be a string, got a list"),
+        (V1[..V1.find("spec:").unwrap()].to_string(), "spec", "missing; an ImageBasedUpgrade needs at least spec.stage"),
         // YAML structure
-        (
-            edit(V1, "  stage: Prep\n", "  stage: Prep\n  stage: Idle\n"),
-            "spec.stage",
-            "duplicate key (it appears more than once in the same mapping) (line 7, column 3)",
-        ),
-        (
-            edit(V1, "  stage: Prep", "  stage: !custom Prep"),
-            "spec.stage",
-            "YAML tags (like !foo or !!binary) are not supported",
-        ),
-        (
-            edit(V1, "  stage: Prep", "  stage: Prep\n  7: x"),
-            "spec",
-            "mapping keys must be strings, got number 7; quote the key",
-        ),
+        (edit(V1, "  stage: Prep\n", "  stage: Prep\n  stage: Idle\n"), "spec.stage", "duplicate key (it appears more than once in the same mapping) (line 7, column 3)"),
+        (edit(V1, "  stage: Prep", "  stage: !custom Prep"), "spec.stage", "YAML tags (like !foo or !!binary) are not supported"),
+        (edit(V1, "  stage: Prep", "  stage: Prep\n  7: x"), "spec", "mapping keys must be strings, got number 7; quote the key"),
     ];
     let mut failures = Vec::new();
     for (doc, path, fragment) in &cases {
@@ -490,35 +171,18 @@ fn bad_documents_are_rejected_with_a_one_line_message_naming_the_path() {
 
 #[test]
 fn document_level_problems_are_one_line_without_a_path() {
+    #[rustfmt::skip]
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (
-            b"".to_vec(),
-            "upgrade.yaml: is empty; expected a YAML document",
-        ),
+        (b"".to_vec(), "upgrade.yaml: is empty; expected a YAML document"),
         (b"# nothing\n".to_vec(), "is empty"),
-        (
-            b"- a\n- b\n".to_vec(),
-            "the document must be a mapping (an ImageBasedUpgrade), got a list",
-        ),
+        (b"- a\n- b\n".to_vec(), "the document must be a mapping (an ImageBasedUpgrade), got a list"),
         (b"just a string\n".to_vec(), "got a string"),
-        (
-            format!("{V1}---\n{V1}").into_bytes(),
-            "contains more than one YAML document",
-        ),
+        (format!("{V1}---\n{V1}").into_bytes(), "contains more than one YAML document"),
         (b"apiVersion: [\n".to_vec(), "is not valid YAML: "),
         (b"a: \"unterminated\n".to_vec(), "is not valid YAML: "),
-        (
-            b"\x7fELF\x02\x01\x01\0\0\0\0".to_vec(),
-            "contains a NUL byte at offset 7: this looks like a binary file, not YAML",
-        ),
-        (
-            b"apiVersion: \xc3\x28\n".to_vec(),
-            "is not UTF-8 text (invalid byte 0xc3 at offset 12)",
-        ),
-        (
-            b"apiVersion: v1\x1b[0m\n".to_vec(),
-            "contains control character U+001B",
-        ),
+        (b"\x7fELF\x02\x01\x01\0\0\0\0".to_vec(), "contains a NUL byte at offset 7: this looks like a binary file, not YAML"),
+        (b"apiVersion: \xc3\x28\n".to_vec(), "is not UTF-8 text (invalid byte 0xc3 at offset 12)"),
+        (b"apiVersion: v1\x1b[0m\n".to_vec(), "contains control character U+001B"),
     ];
     for (doc, fragment) in cases {
         let e = ibu::spec::load::parse_bytes(&doc, "upgrade.yaml").unwrap_err();
