@@ -11,7 +11,7 @@ const HERE: &str = "\u{1}ibu-locate\u{1}";
 /// Line and column (1-based) of the node at `path` in `text` (of its key when `at_key`), or
 /// `None` if the path does not exist. Works by walking the text again and raising an error at
 /// the node, which serde_yaml stamps with the node's position; only call it on text that
-/// [`parse`] accepted.
+/// [`super::parse`] accepted.
 pub fn locate(text: &str, path: &YamlPath, at_key: bool) -> Option<(usize, usize)> {
     let doc = serde_yaml::Deserializer::from_str(text).next()?;
     match (LocateSeed {
