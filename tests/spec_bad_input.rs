@@ -273,7 +273,10 @@ fn lenient_where_the_docs_are() {
     );
     // Windows line endings and a byte-order mark, as some editors write them.
     let crlf = format!("\u{feff}{}", V1.replace('\n', "\r\n"));
-    assert_eq!(parse_str(&crlf, "u").unwrap().desired, parse_str(V1, "u").unwrap().desired);
+    assert_eq!(
+        parse_str(&crlf, "u").unwrap().desired,
+        parse_str(V1, "u").unwrap().desired
+    );
     // 0 means the default.
     let doc = edit(V1, "Seconds: 1800", "Seconds: 0");
     assert_eq!(
