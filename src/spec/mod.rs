@@ -10,10 +10,15 @@ use serde::{Deserialize, Serialize};
 
 pub mod image_ref;
 pub mod load;
+pub mod names;
 pub mod refs;
+mod suggest;
+mod validate;
 pub mod wire;
+pub mod yaml;
 
-pub use image_ref::ImageRef;
+pub use image_ref::{ImageRef, ImageRefError};
+pub use load::{Loaded, SpecError, load_file, parse_str};
 
 /// The namespace LCA's objects live in; used when a document or a reference names none.
 pub const DEFAULT_NAMESPACE: &str = "openshift-lifecycle-agent";
