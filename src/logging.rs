@@ -4,6 +4,7 @@
 //! journald natively so that their fields (`STAGE`, `STEP`, `MESSAGE_ID`, ...) can be queried:
 //! `journalctl -u ibu MESSAGE_ID=<id>`. Elsewhere they are printed to stderr.
 
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::EnvFilter;
@@ -65,13 +66,21 @@ pub fn init(verbosity: i8) {
             .try_init();
         return;
     }
+    // On stderr the MESSAGE_ID is noise; the message and the other fields are what people read.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message_id" => Ok(()),
+        "message" => write!(w, "{value:?}"),
+        name => write!(w, " {name}={value:?}"),
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false)
-                .without_time(),
+                .without_time()
+                .fmt_fields(fields),
         )
         .try_init();
 }

@@ -101,7 +101,10 @@ impl Node {
 }
 
 fn cond(r: &Recorded, k: ConditionType) -> (ConditionStatus, Reason, String) {
-    let c = r.status.condition(k).unwrap_or_else(|| panic!("no {k:?}: {r:#?}"));
+    let c = r
+        .status
+        .condition(k)
+        .unwrap_or_else(|| panic!("no {k:?}: {r:#?}"));
     (c.status, c.reason, c.message.clone())
 }
 
@@ -170,7 +173,8 @@ fn prep_without_separate_container_storage_fails_with_lcas_message() -> Result<(
 #[test]
 fn prep_checks_pass_and_image_cleanup_runs_on_real_storage() -> Result<()> {
     let mut n = Node::new()?;
-    let storage = n.sr.mount_container_storage(TestFs::Xfs { size_mib: 300 })?;
+    let storage =
+        n.sr.mount_container_storage(TestFs::Xfs { size_mib: 300 })?;
     // Fill it past the 50% default threshold with something that is not an image: the cleanup
     // runs, finds nothing to remove, and says so without failing Prep.
     let filler = storage.join("filler");
@@ -179,8 +183,12 @@ fn prep_checks_pass_and_image_cleanup_runs_on_real_storage() -> Result<()> {
     n.write_desired(PREP);
     assert_eq!(n.reconcile(), 75, "checks passed, image cleanup ran");
     let r = n.recorded();
-    let checks: Vec<(&str, ibu::status::CheckResult)> =
-        r.status.checks.iter().map(|c| (c.name.as_str(), c.result)).collect();
+    let checks: Vec<(&str, ibu::status::CheckResult)> = r
+        .status
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.result))
+        .collect();
     use ibu::status::CheckResult::*;
     assert_eq!(
         checks,
@@ -195,7 +203,11 @@ fn prep_checks_pass_and_image_cleanup_runs_on_real_storage() -> Result<()> {
         r.status.checks
     );
     let cleanup = r.status.checks.last().unwrap();
-    assert!(cleanup.message.contains("no more removable images"), "{}", cleanup.message);
+    assert!(
+        cleanup.message.contains("no more removable images"),
+        "{}",
+        cleanup.message
+    );
     assert!(r.status.is_stage_in_progress(Stage::Prep));
     assert_eq!(r.status.last_step.as_ref().unwrap().name, "ImageCleanup");
     assert!(filler.exists(), "cleanup only ever removes images");
@@ -221,9 +233,11 @@ fn prep_completed(n: &Node) -> Result<()> {
     r.generation = g;
     r.spec_digest = Some(digest);
     r.status.reset_to_idle(cx);
-    r.status.set_idle_in_progress(cx, Reason::InProgress, "In progress");
+    r.status
+        .set_idle_in_progress(cx, Reason::InProgress, "In progress");
     r.status.set_prep_in_progress(cx, "In progress");
-    r.status.set_prep_completed(cx, "Prep stage completed successfully");
+    r.status
+        .set_prep_completed(cx, "Prep stage completed successfully");
     r.target = Some(ibu::status::store::Target {
         stateroot: "debian_1.1.0".into(),
         version: "1.1.0".into(),
@@ -241,7 +255,11 @@ fn abort_after_prep_removes_every_other_stateroot() -> Result<()> {
     assert_eq!(n.stateroot_dirs(), ["debian", "debian_1.1.0", "leftover"]);
     n.write_desired(&PREP.replace("stage: Prep", "stage: Idle"));
     assert_eq!(n.reconcile(), 75);
-    assert_eq!(n.deployments(), vec![booted], "only the booted deployment is left");
+    assert_eq!(
+        n.deployments(),
+        vec![booted],
+        "only the booted deployment is left"
+    );
     assert_eq!(n.stateroot_dirs(), ["debian"]);
     let r = n.recorded();
     assert_eq!(
@@ -323,7 +341,7 @@ fn bad_desired_state_is_refused_and_changes_nothing() -> Result<()> {
     assert_eq!(n.reconcile(), 0);
     let state = bytes(&n.state);
     for (doc, fragment) in [
-        ("spec: [unclosed", "spec"),
+        ("spec: [unclosed", "not valid yaml"),
         (
             &*PREP.replace("  stage: Prep", "  stag: Prep"),
             "did you mean",
@@ -383,9 +401,16 @@ fn set_stage_keeps_comments_and_respects_valid_next_stages() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("the stage transition is not permitted"));
     assert!(std::fs::read_to_string(&n.config)?.contains("stage: Idle   # the stage we want"));
     n.ibu().args(["set-stage", "Prep"]).assert().success();
-    assert_eq!(std::fs::read_to_string(&n.config)?, PREP, "only the value changed");
+    assert_eq!(
+        std::fs::read_to_string(&n.config)?,
+        PREP,
+        "only the value changed"
+    );
     // --force writes what the stage machine will then refuse.
-    n.ibu().args(["set-stage", "Rollback", "--force"]).assert().success();
+    n.ibu()
+        .args(["set-stage", "Rollback", "--force"])
+        .assert()
+        .success();
     assert!(std::fs::read_to_string(&n.config)?.contains("stage: Rollback   # the stage we want"));
     Ok(())
 }
@@ -400,13 +425,19 @@ fn plan_and_status_change_nothing() -> Result<()> {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Desired stage: Prep"), "{text}");
-    assert!(text.contains("container storage mountpoint target not found"), "{text}");
+    assert!(
+        text.contains("container storage mountpoint target not found"),
+        "{text}"
+    );
     let out = n.ibu().arg("status").output()?;
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("* debian 1.0.0 (booted, default)"), "{text}");
     assert!(text.contains("  debian_1.1.0 1.1.0"), "{text}");
-    assert!(text.contains("Stateroots: debian, debian_1.1.0, leftover"), "{text}");
+    assert!(
+        text.contains("Stateroots: debian, debian_1.1.0, leftover"),
+        "{text}"
+    );
     let out = n.ibu().args(["status", "-o", "json"]).output()?;
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(doc["kind"], "ImageBasedUpgrade");
