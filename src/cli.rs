@@ -79,6 +79,9 @@ pub enum Internals {
         #[arg(value_enum)]
         of: SchemaOf,
     },
+    /// Print the storage options ibu passes to podman/buildah here, one per line (scripts and
+    /// tests use them to share ibu's container storage in a directory sysroot).
+    PodmanArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -122,6 +125,16 @@ fn run(cli: Cli) -> Result<u8> {
                 SchemaOf::Status => crate::schema::status_schema(),
             };
             println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Internals(Internals::PodmanArgs) => {
+            if let Some((root, runroot)) = paths.podman_storage() {
+                println!(
+                    "--root\n{}\n--runroot\n{}",
+                    root.display(),
+                    runroot.display()
+                );
+            }
             Ok(0)
         }
     }

@@ -188,11 +188,18 @@ impl Paths {
     }
 
     /// podman's `--root` and `--runroot`, or `None` for podman's defaults on a booted host.
+    ///
+    /// In a sandbox the storage lives in the sandbox's `/var/lib/containers/storage`. The runroot
+    /// (locks, mount state) must be short — podman refuses one longer than 50 characters — so
+    /// it is `/run/ibu-podman-<hash of the sysroot path>` rather than a path inside the sandbox.
     pub fn podman_storage(&self) -> Option<(PathBuf, PathBuf)> {
         self.sandbox.as_ref().map(|_| {
+            use sha2::{Digest, Sha256};
+            let h = Sha256::digest(self.sysroot.as_os_str().as_encoded_bytes());
+            let tag: String = h.iter().take(6).map(|b| format!("{b:02x}")).collect();
             (
                 self.container_storage().join("storage"),
-                self.run.join("containers/storage"),
+                PathBuf::from(format!("/run/ibu-podman-{tag}")),
             )
         })
     }
@@ -223,7 +230,9 @@ mod tests {
         assert_eq!(p.var, root.join("ostree/deploy/os/var"));
         assert_eq!(p.desired_file(), p.etc.join("ibu/upgrade.yaml"));
         assert_eq!(p.state_file(), p.var.join("lib/ibu/state.yaml"));
-        assert!(p.podman_storage().is_some());
+        let (root_dir, runroot) = p.podman_storage().unwrap();
+        assert_eq!(root_dir, p.var.join("lib/containers/storage"));
+        assert!(runroot.as_os_str().len() <= 50, "{}", runroot.display());
     }
 
     #[test]

@@ -351,14 +351,14 @@ mod tests {
             },
         });
         paths.var = PathBuf::from("/s/var");
-        paths.run = PathBuf::from("/s/run");
+        let (_, runroot) = paths.podman_storage().unwrap();
         assert_eq!(
             Podman::global_args(&paths),
             [
                 "--root",
                 "/s/var/lib/containers/storage",
                 "--runroot",
-                "/s/run/containers/storage",
+                runroot.to_str().unwrap(),
                 "--log-level",
                 "error"
             ]

@@ -8,12 +8,12 @@ use crate::stateroot;
 
 pub(super) fn run(env: &Env<'_>, kind: CleanupKind, keep: &str) -> Result<Outcome> {
     let report = stateroot::remove_all_except(env.paths, keep)?;
-    tracing::info!(
+    tracing::debug!(
         step = super::kind_name(kind),
         removed = ?report.removed_stateroots,
         undeployed = ?report.undeployed,
-        "{}",
-        report.summary()
+        refs = ?report.removed_refs,
+        "cleanup report"
     );
     if report.errors.is_empty() {
         Ok(Outcome::Succeeded {
