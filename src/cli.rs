@@ -234,11 +234,13 @@ fn validate(paths: &Paths, file: &Path) -> Result<u8> {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
+    // References are used from Prep on; while Idle a missing one is only a warning.
     let missing = crate::spec::refs::check(&paths.config_dir(), &loaded.desired);
+    let idle = loaded.desired.stage == Stage::Idle;
     for m in &missing {
-        eprintln!("error: {m}");
+        eprintln!("{}: {m}", if idle { "warning" } else { "error" });
     }
-    if !missing.is_empty() {
+    if !missing.is_empty() && !idle {
         return Ok(Exit::InvalidInput as u8);
     }
     println!(

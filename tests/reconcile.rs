@@ -450,3 +450,56 @@ fn plan_and_status_change_nothing() -> Result<()> {
     assert_eq!(bytes(&n.state), state, "plan/status wrote the state");
     Ok(())
 }
+
+#[test]
+fn validate_checks_documents_and_their_references() -> Result<()> {
+    let n = Node::new()?;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/desired");
+    // The fixture drop-in tree: ConfigMaps, and a Secret that must be 0600.
+    let sh = common::sh()?;
+    let (from, to) = (
+        fixtures.join("etc-ibu/."),
+        n.config.parent().unwrap().to_path_buf(),
+    );
+    std::fs::create_dir_all(&to)?;
+    common::run(xshell::cmd!(sh, "cp -a {from} {to}"))?;
+    let secret = to.join("secrets/openshift-lifecycle-agent/seed-pull-secret.yaml");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    let out = n
+        .ibu()
+        .arg("validate")
+        .arg(fixtures.join("v1-all-annotations.yaml"))
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a world-readable Secret is refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    for doc in ["docs-prepare-edit-cr.yaml", "v1-all-annotations.yaml"] {
+        let out = n.ibu().arg("validate").arg(fixtures.join(doc)).output()?;
+        assert!(
+            out.status.success(),
+            "{doc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    }
+    // Prep with a pull secret that is not in the drop-in tree: refused, naming the reference.
+    let with_secret = PREP.replace(
+        "    version: 1.1.0\n",
+        "    version: 1.1.0\n    pullSecretRef:\n      name: other-pull-secret\n",
+    );
+    n.write_desired(&with_secret);
+    let out = n.ibu().arg("validate").output()?;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other-pull-secret"), "{err}");
+    // The same document at Idle only warns.
+    n.write_desired(&with_secret.replace("stage: Prep", "stage: Idle"));
+    let out = n.ibu().arg("validate").output()?;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    Ok(())
+}
