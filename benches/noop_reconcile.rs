@@ -10,7 +10,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "results.rs"]
+#[path = "support/results.rs"]
 mod results;
 
 use std::process::Command;
