@@ -118,22 +118,14 @@ pub fn footprint(paths: &Paths, facts: &OstreeFacts) -> Result<Footprint> {
         tree_bytes(&dir).with_context(|| format!("measuring deployment {}", dir.display()))?;
 
     let sysroot = crate::sysroot::open(paths)?;
-    let deployment = sysroot
-        .deployments()
-        .into_iter()
-        .find(|d| {
-            d.osname() == booted.stateroot.as_str()
-                && d.csum() == booted.checksum.as_str()
-                && d.deployserial() == booted.serial
-        })
-        .with_context(|| {
-            format!(
-                "booted deployment {} {} vanished from sysroot {}",
-                booted.stateroot,
-                booted.dirname(),
-                paths.sysroot.display()
-            )
-        })?;
+    let deployment = crate::sysroot::booted_deployment(paths, &sysroot).with_context(|| {
+        format!(
+            "booted deployment {} {} vanished from sysroot {}",
+            booted.stateroot,
+            booted.dirname(),
+            paths.sysroot.display()
+        )
+    })?;
     let bootconfig = deployment.bootconfig().with_context(|| {
         format!(
             "deployment {} {} has no boot entry",

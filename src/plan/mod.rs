@@ -177,6 +177,17 @@ struct Pivot<'a> {
     cache: OnceCell<bool>,
 }
 
+impl<'a> Pivot<'a> {
+    fn new(facts: &'a dyn Observe, target: Option<&'a Target>, desired: &'a Desired) -> Self {
+        Pivot {
+            facts,
+            target,
+            desired,
+            cache: OnceCell::new(),
+        }
+    }
+}
+
 impl AfterPivot for Pivot<'_> {
     fn after_pivot(&self) -> Result<bool> {
         if let Some(v) = self.cache.get() {
@@ -265,12 +276,7 @@ pub fn plan(
     let cx = Ctx { generation, now };
 
     let target = recorded.target.clone();
-    let pivot = Pivot {
-        facts,
-        target: target.as_ref(),
-        desired,
-        cache: OnceCell::new(),
-    };
+    let pivot = Pivot::new(facts, target.as_ref(), desired);
 
     rec.status.valid_next_stages = stage::valid_next_stages(&rec.status, &pivot)?;
     let mut rejected = None;
@@ -435,12 +441,7 @@ pub fn record(
         completion_time: now,
     });
     let target = rec.target.clone();
-    let pivot = Pivot {
-        facts,
-        target: target.as_ref(),
-        desired,
-        cache: OnceCell::new(),
-    };
+    let pivot = Pivot::new(facts, target.as_ref(), desired);
     rec.status.valid_next_stages = stage::valid_next_stages(&rec.status, &pivot)?;
     rec.status.stamp_generation(desired.stage, rec.generation);
     Ok(())
