@@ -27,6 +27,7 @@ mod prep;
 #[cfg(test)]
 mod tests;
 
+pub use crate::checks::CheckOutcome;
 pub use prep::{FREE_SPACE_MARGIN_PERCENT, prep_checks};
 
 /// A mutating step. Each is idempotent: running it again after a crash converges.

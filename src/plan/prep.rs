@@ -8,6 +8,7 @@
 use anyhow::Result;
 
 use super::{Decision, Outcome, Pass, STEP_IMAGE_CLEANUP, STEP_PREP_CHECKS, Step};
+use crate::checks::{self, CHECK_TARGET_VERSION, CheckOutcome};
 use crate::facts::Observe;
 use crate::humanize;
 use crate::spec::{Desired, Stage};
@@ -22,35 +23,12 @@ pub const FREE_SPACE_MARGIN_PERCENT: u64 = 10;
 const PREP_STEPS: [&str; 2] = [STEP_PREP_CHECKS, STEP_IMAGE_CLEANUP];
 
 pub const CHECK_CONTAINER_STORAGE: &str = "ContainerStorageMount";
-pub const CHECK_TARGET_VERSION: &str = "TargetVersion";
 pub const CHECK_FREE_SPACE_SYSROOT: &str = "FreeSpaceSysroot";
 pub const CHECK_FREE_SPACE_BOOT: &str = "FreeSpaceBoot";
 pub const CHECK_IMAGE_CLEANUP: &str = "ImageCleanup";
 
-/// One evaluated check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckOutcome {
-    pub name: &'static str,
-    pub result: CheckResult,
-    pub message: String,
-}
-
-impl CheckOutcome {
-    fn new(name: &'static str, ok: bool, message: String) -> CheckOutcome {
-        CheckOutcome {
-            name,
-            result: if ok {
-                CheckResult::Passed
-            } else {
-                CheckResult::Failed
-            },
-            message,
-        }
-    }
-}
-
 fn with_margin(bytes: u64) -> u64 {
-    bytes.saturating_add(bytes.saturating_mul(FREE_SPACE_MARGIN_PERCENT) / 100)
+    checks::with_margin(bytes, FREE_SPACE_MARGIN_PERCENT)
 }
 
 /// Prep's checks before anything heavy (LCA §4 steps 2–3, plus free space, which LCA lacks).
@@ -77,7 +55,7 @@ pub fn prep_checks(desired: &Desired, facts: &dyn Observe) -> Result<Vec<CheckOu
         None => CheckOutcome::new(
             CHECK_CONTAINER_STORAGE,
             false,
-            "container storage mountpoint target not found".into(),
+            "container storage mountpoint target not found",
         ),
     });
 
@@ -120,47 +98,15 @@ pub fn prep_checks(desired: &Desired, facts: &dyn Observe) -> Result<Vec<CheckOu
     Ok(out)
 }
 
-/// The seed must be semver-greater than the running OS (LCA's message).
+/// The seed must be semver-greater than the running OS.
 fn version_check(desired: &Desired, running: Option<&str>) -> CheckOutcome {
-    let Some(seed) = &desired.seed else {
-        return CheckOutcome::new(
+    match &desired.seed {
+        Some(seed) => checks::version_newer(&seed.version, running),
+        None => CheckOutcome::failed(
             CHECK_TARGET_VERSION,
-            false,
-            "spec.seedImageRef.version is required for Prep".into(),
-        );
-    };
-    let Some(running) = running else {
-        return CheckOutcome::new(
-            CHECK_TARGET_VERSION,
-            false,
-            "cannot tell the running version: the booted commit has no \"version\" metadata".into(),
-        );
-    };
-    let parse = |what: &str, v: &str| {
-        semver::Version::parse(v).map_err(|e| format!("failed to parse {what} version {v}: {e}"))
-    };
-    let (seed_v, running_v) = match (parse("seed", &seed.version), parse("current", running)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return CheckOutcome::new(CHECK_TARGET_VERSION, false, e),
-    };
-    if seed_v <= running_v {
-        return CheckOutcome::new(
-            CHECK_TARGET_VERSION,
-            false,
-            format!(
-                "seed OCP version ({}) must be higher than current OCP version ({running})",
-                seed.version
-            ),
-        );
-    }
-    CheckOutcome::new(
-        CHECK_TARGET_VERSION,
-        true,
-        format!(
-            "seed version {} is newer than the running {running}",
-            seed.version
+            "spec.seedImageRef.version is required for Prep",
         ),
-    )
+    }
 }
 
 /// The next thing to do in Prep.
