@@ -289,11 +289,14 @@ fn lenient_where_the_docs_are() {
     );
 }
 
+/// Hostile inputs must be refused by a guard, not after minutes of parsing. The bound only
+/// catches that pathological case (tests share the CPU; it is not a performance claim); the
+/// assertions on the error say which guard fired.
 fn quickly<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let r = f();
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(500), "{what} took {took:?}");
+    assert!(took < Duration::from_secs(20), "{what} took {took:?}");
     r
 }
 

@@ -1,11 +1,15 @@
 use super::*;
 use std::time::{Duration, Instant};
 
+/// The guards turn inputs that cost minutes (or unbounded memory) into an early error; the
+/// bound only catches that pathological case, it is not a performance claim (tests share the
+/// CPU with everything else; benchmarks measure speed). The assertions that matter are on
+/// which guard fired.
 fn fast<T>(f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let r = f();
     assert!(
-        t.elapsed() < Duration::from_millis(900),
+        t.elapsed() < Duration::from_secs(20),
         "took {:?}",
         t.elapsed()
     );
