@@ -27,6 +27,9 @@ pub enum ConditionType {
     UpgradeCompleted,
     RollbackInProgress,
     RollbackCompleted,
+    /// SeedGenerator (`ibu seed create`) conditions.
+    SeedGenInProgress,
+    SeedGenCompleted,
 }
 
 impl ConditionType {
