@@ -285,7 +285,10 @@ pub(crate) fn classify(err: ureq::Error, url: &str, ca_dir: &Path) -> RegistryEr
         },
         other => RegistryError::Protocol {
             registry: endpoint,
-            detail: format!("request to {url} failed: {other}"),
+            detail: format!(
+                "request to {} failed: {other}",
+                super::http::without_query(url)
+            ),
         },
     }
 }

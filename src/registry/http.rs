@@ -14,6 +14,10 @@
 //! - **Counting**: every response body byte read goes through [`ByteCounter`], the number the
 //!   "bytes a target downloads" benchmark reports (bodies only: headers and TLS overhead are
 //!   not counted).
+//! - **Secrets** stay out of logs: URLs are logged without their query (signed CDN URLs), no
+//!   header is logged, and the `log` crate's trace level — where ureq dumps the bytes on the
+//!   wire, `Authorization` included — is compiled out (`log`'s `max_level_debug` feature);
+//!   ureq's debug records redact all but harmless headers.
 //! - **Keep-alive**: ureq pools connections and reuses one when the previous body was read to
 //!   the end, so small error bodies are drained rather than dropped.
 
@@ -337,7 +341,7 @@ impl Transport {
             if let Some(a) = auth.filter(|_| origin_of(&url) == self.origin) {
                 req = req.header("Authorization", a);
             }
-            tracing::debug!(url = %url, "registry GET");
+            tracing::debug!(url = without_query(&url), "registry GET");
             self.requests.fetch_add(1, Ordering::Relaxed);
             let resp = req
                 .call()
@@ -359,7 +363,10 @@ impl Transport {
         }
         Err(RegistryError::Protocol {
             registry: self.registry.clone(),
-            detail: format!("more than {MAX_REDIRECTS} redirects, last to {url}"),
+            detail: format!(
+                "more than {MAX_REDIRECTS} redirects, last to {}",
+                without_query(&url)
+            ),
         })
     }
 
@@ -469,6 +476,12 @@ fn challenges_of(resp: &Response<Body>) -> Vec<Challenge> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(parse_challenges)
         .collect()
+}
+
+/// A URL without its query: redirect targets of CDNs carry signatures there, which are
+/// credentials of a kind and stay out of logs and messages.
+pub(crate) fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }
 
 /// `host[:port]` of a URL.
