@@ -89,7 +89,7 @@ impl Scene {
 fn isolated_opts(dir: &Path, reg: &TestRegistry, with_ca: bool) -> ClientOptions {
     let auth_dir = dir.join("auth");
     ClientOptions {
-        authfile: Some(reg.authfile(&auth_dir).unwrap()),
+        authfile: Some(reg.authfile(&auth_dir)),
         cert_dir: (with_ca && reg.opts().tls).then(|| reg.ca_dir()),
         certs_d: dir.join("certs.d"),
         registries_conf: dir.join("registries.conf"),
@@ -397,6 +397,23 @@ fn registry_down_names_host_and_port() {
 }
 
 #[test]
+fn the_registry_process_is_reaped_even_when_a_test_panics() {
+    let pid = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(|| {
+        let reg = TestRegistry::start(RegistryOpts::new(None, false)).unwrap();
+        *pid.lock().unwrap() = reg.pid();
+        panic!("a failing test");
+    });
+    assert!(result.is_err());
+    let pid = pid.lock().unwrap().expect("the registry ran");
+    // Killed and waited for: not even a zombie is left.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} is still there"
+    );
+}
+
+#[test]
 fn corrupt_blob_in_storage_fails_its_digest() {
     let s = Scene::new(false);
     let mut opts = s.opts.clone();
@@ -522,4 +539,41 @@ fn docker_schema2_manifests_are_read() {
     )
     .unwrap();
     assert_eq!(n, layer.size);
+}
+
+#[test]
+fn image_built_with_buildah_is_read_without_pulling() {
+    let reg = TestRegistry::start(RegistryOpts::new(Some((USER, PASSWORD)), true)).unwrap();
+    let hello = pseudo_random(7, 100_000);
+    let source = reg
+        .buildah_image(
+            "seed",
+            &[("seed/info.json", b"{}"), ("seed/data.bin", &hello)],
+            &[(LABEL_FORMAT_VERSION, "1")],
+        )
+        .unwrap();
+    reg.push(&source, "ibu/built:v1", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let image = ImageRef::parse(&reg.image("ibu/built:v1")).unwrap();
+    let client = Client::new(&image, &isolated_opts(dir.path(), &reg, true)).unwrap();
+    let m = client.manifest().unwrap();
+    let config = client.config(&m.manifest).unwrap().config;
+    assert_eq!(config.config.labels[LABEL_FORMAT_VERSION], "1");
+    // The layer is an uncompressed tar holding the file: find its bytes by range.
+    let layer = &m.manifest.layers[0];
+    assert_eq!(layer.media_type, ibu::oci::MEDIA_TYPE_LAYER_TAR, "{m:?}");
+    let mut tar = Vec::new();
+    client
+        .blob_reader(layer)
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    let at = tar
+        .windows(64)
+        .position(|w| w == &hello[..64])
+        .expect("the file's bytes are in the layer");
+    let part = client
+        .blob_ranges(&layer.digest, &[(at as u64, hello.len() as u64)])
+        .unwrap();
+    assert!(part[0] == hello);
 }

@@ -184,7 +184,7 @@ impl Transport {
             }
             let challenges = challenges_of(&resp);
             self.drain(resp);
-            if retried || fresh || !self.should_retry(&challenges) {
+            if retried || !self.should_retry(&challenges, fresh) {
                 return Err(self.unauthorized());
             }
             retried = true;
@@ -224,8 +224,9 @@ impl Transport {
             .then_some(AuthState::Basic)
     }
 
-    /// After a 401: adopt its challenge; is another try worth it?
-    fn should_retry(&self, challenges: &[Challenge]) -> bool {
+    /// After a 401: adopt its challenge; is another try worth it? `fresh`: the refused request
+    /// carried a token fetched for it.
+    fn should_retry(&self, challenges: &[Challenge], fresh: bool) -> bool {
         let Some(new) = self.state_for(challenges) else {
             return false;
         };
@@ -234,7 +235,13 @@ impl Transport {
             // Credentials were already sent and refused.
             (AuthState::Basic, AuthState::Basic) => false,
             (_, AuthState::Basic) => self.creds.is_some(),
-            // A cached token may have expired or lack the scope: fetch a new one.
+            // A token asked for a moment ago was refused: only a new scope can help.
+            (AuthState::Bearer { scope: old, .. }, AuthState::Bearer { scope: wanted, .. })
+                if fresh =>
+            {
+                old != wanted
+            }
+            // A cached token may have expired or been revoked: fetch a new one.
             (_, AuthState::Bearer { .. }) => true,
             _ => false,
         };
@@ -550,6 +557,16 @@ mod tests {
             resolve_location(base, "c/d"),
             "https://reg.local:5000/v2/a/b/blobs/c/d"
         );
+    }
+
+    #[test]
+    fn queries_stay_out_of_logged_urls() {
+        assert_eq!(
+            without_query("https://cdn.example/o?X-Amz-Signature=abc"),
+            "https://cdn.example/o"
+        );
+        assert_eq!(without_query("https://r/v2/#frag"), "https://r/v2/");
+        assert_eq!(without_query("https://r/v2/"), "https://r/v2/");
     }
 
     #[test]

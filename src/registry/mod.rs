@@ -346,3 +346,36 @@ fn this_arch() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     crate::oci::oci_arch(&machine).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_and_readers_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Client>();
+        send::<BlobReader>();
+        send_sync::<RegistryError>();
+    }
+
+    #[test]
+    fn options_debug_hides_the_password() {
+        let opts = ClientOptions {
+            credentials: Some(Credentials::new("ibu", "s3cret")),
+            ..ClientOptions::default()
+        };
+        let d = format!("{opts:?}");
+        assert!(d.contains("ibu") && !d.contains("s3cret"), "{d}");
+    }
+
+    #[test]
+    fn this_machine_has_an_oci_arch() {
+        let arch = this_arch();
+        assert!(
+            !arch.is_empty() && arch != "x86_64" && arch != "aarch64",
+            "{arch}"
+        );
+    }
+}

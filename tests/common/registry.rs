@@ -201,6 +201,11 @@ impl TestRegistry {
         format!("{}/{repo_tag}", self.host())
     }
 
+    /// The registry process's id (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn opts(&self) -> &RegistryOpts {
         &self.opts
     }
@@ -213,13 +218,15 @@ impl TestRegistry {
     }
 
     /// Write `dir/auth.json` with the registry's credentials (containers-auth.json format).
-    pub fn authfile(&self, dir: &Path) -> Result<PathBuf> {
+    /// Panics when the registry has no auth or the file cannot be written (a test helper).
+    pub fn authfile(&self, dir: &Path) -> PathBuf {
         let (user, password) = self
             .opts
             .auth
             .as_ref()
-            .context("this test registry has no auth")?;
+            .expect("authfile() of a test registry without auth");
         write_authfile(dir, &self.host(), user, password)
+            .unwrap_or_else(|e| panic!("writing an authfile in {}: {e:#}", dir.display()))
     }
 
     /// A directory holding the registry's CA certificate as `ca.crt` (for `--cert-dir`).
@@ -256,7 +263,7 @@ impl TestRegistry {
         cmd.args(["copy", "--quiet"]);
         if self.opts.auth.is_some() {
             let auth_dir = self.scratch("skopeo-auth")?;
-            cmd.arg("--authfile").arg(self.authfile(&auth_dir)?);
+            cmd.arg("--authfile").arg(self.authfile(&auth_dir));
         }
         if self.opts.tls {
             cmd.arg("--dest-cert-dir").arg(self.ca_dir());
@@ -276,6 +283,59 @@ impl TestRegistry {
             );
         }
         Ok(())
+    }
+
+    /// Build a one-layer image from `files` (path → content) with `labels` using buildah, in a
+    /// private vfs container storage inside the registry's temp dir (the host's storage is not
+    /// touched). Returns the skopeo source to [`TestRegistry::push`] it from:
+    /// `containers-storage:[vfs@ROOT+RUNROOT]localhost/NAME:latest`.
+    pub fn buildah_image(
+        &self,
+        name: &str,
+        files: &[(&str, &[u8])],
+        labels: &[(&str, &str)],
+    ) -> Result<String> {
+        let store = self.scratch("storage")?;
+        let (root, run) = (store.join("root"), store.join("run"));
+        let buildah = |args: &[&str]| -> Result<String> {
+            let out = Command::new("buildah")
+                .arg("--root")
+                .arg(&root)
+                .arg("--runroot")
+                .arg(&run)
+                .args(["--storage-driver", "vfs"])
+                .args(args)
+                .output()
+                .context("running buildah (is it installed?)")?;
+            if !out.status.success() {
+                bail!(
+                    "buildah {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let container = buildah(&["from", "scratch"])?;
+        let src = self.scratch(&format!("buildah-{name}"))?;
+        for (path, content) in files {
+            let file = src.join(path);
+            std::fs::create_dir_all(file.parent().unwrap_or(&src))?;
+            std::fs::write(&file, content)?;
+        }
+        let src_str = src.display().to_string();
+        buildah(&["copy", &container, &src_str, "/"])?;
+        for (k, v) in labels {
+            buildah(&["config", "--label", &format!("{k}={v}"), &container])?;
+        }
+        let image = format!("localhost/{name}:latest");
+        buildah(&["commit", "--quiet", &container, &image])?;
+        buildah(&["rm", &container])?;
+        Ok(format!(
+            "containers-storage:[vfs@{}+{}]{image}",
+            root.display(),
+            run.display()
+        ))
     }
 
     /// Push the image tagged `tag` in the OCI layout `layout` as `repo_tag`.
