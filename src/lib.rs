@@ -17,6 +17,7 @@ pub mod oci;
 pub mod paths;
 pub mod plan;
 pub mod reconcile;
+pub mod registry;
 pub mod render;
 pub mod schema;
 pub mod seed;

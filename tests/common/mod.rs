@@ -11,6 +11,8 @@
 //!   ([`TestSysroot::boot`]). [`TestSysroot::standard`] is the usual two-stateroot scene.
 //! - [`TestSysroot::mount_container_storage`] mounts a real filesystem ([`TestFs`]) on the
 //!   sandbox's `/var/lib/containers`; [`Mount`] unmounts on drop.
+//! - [`TestRegistry`] runs a real registry (`docker-registry` with htpasswd auth, TLS or plain
+//!   HTTP) and pushes images into it with skopeo; see [`registry`].
 //!
 //! Requirements: root (deployments get the immutable attribute, mounts need `CAP_SYS_ADMIN`), the
 //! `ostree` CLI, and for [`TestFs::Xfs`] `mkfs.xfs` and a free loop device. Everything is removed
@@ -20,10 +22,13 @@
 #![allow(dead_code)]
 
 pub mod mount;
+pub mod registry;
 pub mod sysroot;
 
 #[allow(unused_imports)]
 pub use mount::{Mount, TestFs};
+#[allow(unused_imports)]
+pub use registry::{RegistryOpts, TestRegistry};
 #[allow(unused_imports)]
 pub use sysroot::{Commit, CommitSpec, Deploy, Deployed, Standard, TestSysroot};
 
