@@ -10,7 +10,9 @@ packages=(
   ostree podman buildah skopeo uidmap fuse-overlayfs
   docker-registry apache2-utils
   # filesystems for container storage tests and VM disks
-  xfsprogs e2fsprogs gdisk util-linux
+  xfsprogs e2fsprogs gdisk util-linux tar attr
+  # test registries use TLS certificates made by openssl
+  openssl
   # unit files are checked with systemd-analyze
   systemd
   # Ignition configs are validated with ignition-validate
