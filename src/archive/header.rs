@@ -118,9 +118,12 @@ pub(crate) fn encode(path: &[u8], kind: &EntryKind, meta: &Meta, size: u64) -> R
         set_bytes(&mut header, Field::Link, &link[..link.len().min(100)]);
     }
     header.set_mode(meta.mode & 0o7777);
-    header.set_uid(if uid > MAX_OCTAL_8 { 0 } else { uid });
-    header.set_gid(if gid > MAX_OCTAL_8 { 0 } else { gid });
-    header.set_size(if size > MAX_OCTAL_12 { 0 } else { size });
+    // Values too large for octal also go into the header, base-256 encoded (the `tar` crate does
+    // that for them): readers that frame entries by the header size alone — ibu's extraction
+    // among them — then agree with those that read the PAX record.
+    header.set_uid(uid);
+    header.set_gid(gid);
+    header.set_size(size);
     header.set_mtime(if mtime_fits {
         meta.mtime.secs as u64
     } else {

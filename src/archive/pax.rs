@@ -41,6 +41,46 @@ fn decimal_digits(mut n: usize) -> usize {
     d
 }
 
+/// Parse the records of a PAX extended header by their lengths (values are binary: an xattr value
+/// may contain newlines, `=` or NUL, which a line-based parser gets wrong). Trailing NUL padding
+/// is ignored.
+pub fn parse_records(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.iter().all(|b| *b == 0) {
+            break;
+        }
+        let space = data
+            .iter()
+            .take(20)
+            .position(|b| *b == b' ')
+            .context("PAX record without a length")?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse().ok())
+            .context("PAX record with a bad length")?;
+        if len <= space + 2 || len > data.len() {
+            bail!("PAX record length {len} out of range");
+        }
+        let record = &data[..len];
+        if record[len - 1] != b'\n' {
+            bail!("PAX record does not end with a newline");
+        }
+        let kv = &record[space + 1..len - 1];
+        let eq = kv
+            .iter()
+            .position(|b| *b == b'=')
+            .context("PAX record without `=`")?;
+        if eq == 0 {
+            bail!("PAX record with an empty key");
+        }
+        out.push((kv[..eq].to_vec(), kv[eq + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Ok(out)
+}
+
 /// PAX text form of an mtime: `secs[.fraction]`, the fraction without trailing zeros.
 pub fn format_mtime(t: Mtime) -> String {
     if t.nanos == 0 {
@@ -114,6 +154,34 @@ mod tests {
                 .map(|e| e.unwrap().value_bytes().to_vec())
                 .collect();
             assert_eq!(exts, vec![value.as_bytes().to_vec()]);
+        }
+    }
+
+    #[test]
+    fn binary_values_parse_by_length() {
+        let mut out = Vec::new();
+        push_record(&mut out, "SCHILY.xattr.user.a", b"x\ny=z\0\n");
+        push_record(&mut out, "path", b"a/b");
+        let recs = parse_records(&out).unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                (b"SCHILY.xattr.user.a".to_vec(), b"x\ny=z\0\n".to_vec()),
+                (b"path".to_vec(), b"a/b".to_vec())
+            ]
+        );
+        for bad in [
+            &b"5 a=b\n"[..],
+            b"x a=b\n",
+            b"6 ab\n\n",
+            b"99 a=b\n",
+            b"6 a=bX",
+        ] {
+            assert!(
+                parse_records(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -132,6 +132,18 @@ pub(crate) fn open_dir_nofollow(dir: &Dir, name: &OsStr) -> io::Result<Dir> {
     Ok(Dir::from_std_file(std::fs::File::from(fd)))
 }
 
+/// A readable handle on `dir` itself. cap-std may hold directories as `O_PATH` descriptors, on
+/// which `fgetxattr`, `fchmod` and friends fail with `EBADF`.
+pub(crate) fn reopen_dir(dir: &Dir) -> io::Result<std::fs::File> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Open `name` in `dir` for reading without following a symlink (non-blocking, so a fifo put in
 /// its place cannot hang the caller, which checks the type of what it got with `fstat`).
 pub(crate) fn open_read_nofollow(dir: &Dir, name: &OsStr) -> io::Result<std::fs::File> {

@@ -310,8 +310,9 @@ impl<W: Write> TarBuilder<W> {
                 Ok(())
             }
             (FileKind::Dir, Source::Root(dir)) => {
-                let xattrs =
-                    sys::fd_xattrs(dir).with_context(|| format!("reading xattrs of {shown}"))?;
+                let xattrs = sys::reopen_dir(dir)
+                    .and_then(|d| sys::fd_xattrs(&d))
+                    .with_context(|| format!("reading xattrs of {shown}"))?;
                 self.write_header(name, &EntryKind::Dir, &stat.meta(xattrs), 0)
             }
             (_, Source::Child { parent, name: leaf }) => {

@@ -293,7 +293,11 @@ impl<'a> State<'a> {
             let name = shown(rel);
             let comps: Vec<&OsStr> = rel.iter().collect();
             match comps.split_last() {
-                None => self.set_fd(self.dest, meta, &name)?,
+                None => {
+                    let dir = sys::reopen_dir(self.dest)
+                        .with_context(|| format!("opening directory {name}"))?;
+                    self.set_fd(&dir, meta, &name)?;
+                }
                 Some((leaf, parents)) => {
                     let found = self.find(rel.as_os_str().as_encoded_bytes(), parents)?;
                     if found.depth != parents.len() {

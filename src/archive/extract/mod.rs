@@ -40,6 +40,7 @@
 
 mod apply;
 mod plan;
+mod read;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -225,39 +226,46 @@ pub fn extract(reader: impl Read, dest: &Dir, opts: &ExtractOptions) -> Result<E
     let prefix = plan::prefix_components(opts)
         .map_err(|why| anyhow!("bad prefix to strip {:?}: {why}", opts.strip_prefix))?;
     let mut state = apply::State::new(dest, opts);
+    let mut pending = read::Pending::default();
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().context("reading the archive")? {
+    for entry in archive.entries().context("reading the archive")?.raw(true) {
         let mut entry = entry.context("reading the next archive entry")?;
-        let path = entry.path_bytes().into_owned();
-        if entry.header().entry_type().is_pax_global_extensions() {
-            global_header(&mut entry, &path)?;
-            state.report.skipped.push(plan::bstr(&path));
+        if pending.absorb(&mut entry)? {
             continue;
         }
-        let pax: Vec<(Vec<u8>, Vec<u8>)> = match entry
-            .pax_extensions()
-            .with_context(|| format!("reading the PAX records of {}", plan::bstr(&path)))?
-        {
-            None => Vec::new(),
-            Some(exts) => exts
-                .map(|e| e.map(|e| (e.key_bytes().to_vec(), e.value_bytes().to_vec())))
-                .collect::<io::Result<_>>()
-                .map_err(|e| reject(&path, Reason::BadPax(e.to_string())))?,
-        };
-        let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let raw = RawEntry {
-            path: &path,
-            entry_type: entry.header().entry_type(),
-            link: link.as_deref(),
-            header: entry.header(),
-            pax: &pax,
-        };
-        match plan::plan(&raw, opts, &prefix).map_err(|why| reject(&path, why))? {
-            Plan::Skip => state.report.skipped.push(plan::bstr(&path)),
-            Plan::Extract(planned) => state
-                .apply(&path, planned, &mut entry)
-                .with_context(|| format!("extracting {}", plan::bstr(&path)))?,
+        if entry.header().entry_type().is_pax_global_extensions() {
+            let name = entry.header().path_bytes().into_owned();
+            if !pending.is_empty() {
+                return Err(reject(
+                    &name,
+                    Reason::BadPax("extension headers before a global header".into()),
+                ));
+            }
+            global_header(&mut entry, &name)?;
+            state.report.skipped.push(plan::bstr(&name));
+            continue;
         }
+        let asm = pending.take(entry.header());
+        let planned = {
+            let raw = RawEntry {
+                path: &asm.path,
+                entry_type: entry.header().entry_type(),
+                link: asm.link.as_deref(),
+                header: entry.header(),
+                size: entry.size(),
+                pax: &asm.pax,
+            };
+            plan::plan(&raw, opts, &prefix).map_err(|why| reject(&asm.path, why))?
+        };
+        match planned {
+            Plan::Skip => state.report.skipped.push(plan::bstr(&asm.path)),
+            Plan::Extract(planned) => state
+                .apply(&asm.path, planned, &mut entry)
+                .with_context(|| format!("extracting {}", plan::bstr(&asm.path)))?,
+        }
+    }
+    if !pending.is_empty() {
+        bail!("the archive ends with extension headers that describe no entry");
     }
     state.finish_dirs()?;
     let mut rest = archive.into_inner();
@@ -332,7 +340,9 @@ pub fn extract_staged(
             rustix::fs::RenameFlags::NOREPLACE,
         )
         .with_context(|| format!("renaming {} to {}", staging.display(), name.display()))?;
-        rustix::fs::fsync(parent).context("syncing the parent directory")?;
+        sys::reopen_dir(parent)
+            .and_then(|p| p.sync_all())
+            .context("syncing the parent directory")?;
         Ok(report)
     })();
     if result.is_err()

@@ -42,6 +42,8 @@ pub(crate) struct RawEntry<'a> {
     pub entry_type: tar::EntryType,
     pub link: Option<&'a [u8]>,
     pub header: &'a tar::Header,
+    /// Data size from the header (what the stream is framed by).
+    pub size: u64,
     /// `(key, value)` of the entry's PAX records.
     pub pax: &'a [(Vec<u8>, Vec<u8>)],
 }
@@ -146,8 +148,15 @@ pub(crate) fn plan(
         let v = v.map_err(|e| bad(what, e))?;
         u32::try_from(v).map_err(|_| Reason::BadHeader(format!("{what} {v} out of range")))
     };
-    let uid = id("uid", header.uid())?;
-    let gid = id("gid", header.gid())?;
+    let mut uid = id("uid", header.uid())?;
+    let mut gid = id("gid", header.gid())?;
+    let number = |what: &str, v: &[u8]| -> Result<u64, Reason> {
+        std::str::from_utf8(v)
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Reason::BadPax(format!("bad {what} {:?}", bstr(v))))
+    };
     let mut mtime = Mtime {
         secs: i64::try_from(header.mtime().map_err(|e| bad("mtime", e))?)
             .map_err(|_| Reason::BadHeader("mtime out of range".into()))?,
@@ -160,7 +169,19 @@ pub(crate) fn plan(
                 what: "GNU sparse file".into(),
             });
         }
-        if key == b"mtime" {
+        if key == b"uid" {
+            uid = id("PAX uid", Ok(number("uid", value)?))?;
+        } else if key == b"gid" {
+            gid = id("PAX gid", Ok(number("gid", value)?))?;
+        } else if key == b"size" {
+            let size = number("size", value)?;
+            if size != raw.size {
+                return Err(Reason::BadPax(format!(
+                    "PAX size {size} disagrees with the header's {}",
+                    raw.size
+                )));
+            }
+        } else if key == b"mtime" {
             mtime = pax::parse_mtime(value).map_err(|e| Reason::BadPax(format!("{e:#}")))?;
         } else if let Some(name) = key.strip_prefix(pax::XATTR_PREFIX.as_bytes()) {
             let name = String::from_utf8(name.to_vec())
