@@ -37,5 +37,5 @@ pub use extract::{
     ExtractError, ExtractOptions, ExtractReport, OutsidePrefix, Reason, extract, extract_staged,
 };
 pub use meta::{EntryKind, Meta, Mtime};
-pub use walk::{WalkEntry, WalkOptions, walk};
+pub use walk::{FileKind, WalkEntry, WalkOptions, walk};
 pub use write::{BuildOptions, FileRecord, SpecialFiles, TarBuilder};

@@ -452,3 +452,101 @@ impl RawTar {
         out
     }
 }
+
+/// What [`seed_like_layout`] built.
+pub struct BuiltLayout {
+    pub manifest: ibu::oci::Descriptor,
+    pub layers: Vec<ibu::oci::Descriptor>,
+    pub diff_ids: Vec<String>,
+    /// Data records of the uncompressed pack layer.
+    pub pack_records: Vec<ibu::archive::FileRecord>,
+}
+
+/// A seed-shaped OCI layout in `dir`: a gzip `meta` layer, a gzip `etc` layer holding `tree`
+/// under `seed/etc/`, and an uncompressed `ostree-pack` layer holding `tree/etc` under
+/// `seed/ostree/objects/`, named `ref_name`.
+pub fn seed_like_layout(dir: &Path, tree: &Path, ref_name: &str) -> BuiltLayout {
+    use ibu::archive::{BuildOptions, Meta, SpecialFiles, TarBuilder};
+    use ibu::oci::layout::{Compression, LayoutWriter};
+    use ibu::seed::format as f;
+
+    let layout = LayoutWriter::create(dir).unwrap();
+    let tree_dir = cap_std::fs::Dir::open_ambient_dir(tree, cap_std::ambient_authority()).unwrap();
+    let special = BuildOptions {
+        special_files: SpecialFiles::Archive,
+        ..BuildOptions::default()
+    };
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut add = |desc: ibu::oci::Descriptor, diff_id: String, role: &str| {
+        let mut desc = desc;
+        desc.annotations
+            .insert(f::ANNOTATION_ROLE.to_string(), role.to_string());
+        layers.push(desc);
+        diff_ids.push(diff_id);
+    };
+
+    // meta
+    let mut tar = TarBuilder::new(layout.layer(Compression::Gzip).unwrap());
+    tar.append_dir(Path::new("seed"), &Meta::root(0o755))
+        .unwrap();
+    tar.append_bytes(
+        Path::new(f::PATH_CONTAINERS_LIST),
+        &Meta::root(0o644),
+        b"quay.io/x/y@sha256:00\n",
+    )
+    .unwrap();
+    let (w, _) = tar.finish().unwrap();
+    let (d, id) = w.finish().unwrap();
+    add(d, id, f::ROLE_META);
+
+    // etc
+    let mut tar = TarBuilder::with_options(layout.layer(Compression::Gzip).unwrap(), special);
+    tar.append_dir(Path::new("seed"), &Meta::root(0o755))
+        .unwrap();
+    tar.append_tree(&tree_dir, Path::new(f::PREFIX_ETC), |_| false)
+        .unwrap();
+    let (w, _) = tar.finish().unwrap();
+    let (d, id) = w.finish().unwrap();
+    add(d, id, f::ROLE_ETC);
+
+    // ostree pack (uncompressed, offsets recorded)
+    let etc = tree_dir.open_dir("etc").unwrap();
+    let mut tar = TarBuilder::new(layout.layer(Compression::None).unwrap());
+    tar.append_tree(&etc, Path::new(f::PREFIX_OSTREE_OBJECTS), |_| false)
+        .unwrap();
+    let (w, pack_records) = tar.finish().unwrap();
+    let (d, id) = w.finish().unwrap();
+    add(d, id, f::ROLE_OSTREE_PACK);
+
+    let config = ibu::oci::ImageConfig {
+        created: Some("2024-01-01T00:00:00Z".into()),
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: ibu::oci::ContainerConfig {
+            labels: [(f::LABEL_FORMAT_VERSION.to_string(), "1".to_string())].into(),
+        },
+        rootfs: ibu::oci::RootFs {
+            kind: "layers".into(),
+            diff_ids: diff_ids.clone(),
+        },
+        history: Vec::new(),
+    };
+    let config = layout
+        .add_json_blob(ibu::oci::MEDIA_TYPE_CONFIG, &config)
+        .unwrap();
+    let manifest = ibu::oci::ImageManifest {
+        schema_version: 2,
+        media_type: Some(ibu::oci::MEDIA_TYPE_MANIFEST.into()),
+        config,
+        layers: layers.clone(),
+        annotations: Default::default(),
+    };
+    let manifest = layout.finish(&manifest, ref_name).unwrap();
+    BuiltLayout {
+        manifest,
+        layers,
+        diff_ids,
+        pack_records,
+    }
+}
