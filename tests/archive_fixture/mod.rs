@@ -189,7 +189,7 @@ pub fn build_tree(root: &Path) -> Vec<String> {
         xattrs.push("system.posix_acl_default".into());
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &p("dev-null"),
+            p("dev-null"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0o666),
             rustix::fs::makedev(1, 3),
@@ -199,7 +199,7 @@ pub fn build_tree(root: &Path) -> Vec<String> {
     }
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("fifo"),
+        p("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
