@@ -3,6 +3,8 @@
 //! raw tar writer for archives the `tar` crate (rightly) refuses to write.
 #![allow(dead_code)]
 
+pub mod scene;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
