@@ -14,15 +14,19 @@
 //!   (`security.capability`), POSIX ACLs (`system.posix_acl_*`) — or the target boots with a
 //!   subtly different system. Xattrs travel as PAX `SCHILY.xattr.<name>` records with the raw
 //!   value bytes, as GNU tar, podman and containers/storage write them.
-//! - **Safety.** A seed comes from a registry: extraction must treat it as hostile. [`extract`]
+//! - **Safety.** A seed comes from a registry: extraction must treat it as hostile. [`extract()`]
 //!   works only through directory handles (cap-std [`Dir`](cap_std::fs::Dir) plus `*at` system
 //!   calls on single path components with `O_NOFOLLOW`), so no entry name, symlink or hardlink
 //!   can reach outside the destination, and policy (device nodes, setuid files) is checked before
 //!   anything of an entry is written.
 //!
-//! The `tar` crate encodes and decodes the 512-byte header fields and reads archives (PAX `path`,
-//! `linkpath`, `size`, `uid`, `gid`, GNU long names); ibu writes the PAX records and frames the
-//! entries itself so that it controls every byte of the output and knows every data offset.
+//! The `tar` crate encodes and decodes the 512-byte header fields and frames the stream when
+//! reading (raw mode: one item per header, checksums verified). Its `Builder` can write PAX
+//! records with binary values, but its PAX *reader* splits records at newlines, which mangles
+//! xattr values that contain a `0x0a` byte (an ACL entry for uid 10, a capability mask). So ibu
+//! writes and parses PAX records itself, by their length ([`pax`]), frames the entries it writes
+//! itself (so it knows every data offset and controls every byte), and interprets extension
+//! headers (PAX `x`, GNU `L`/`K`) itself when reading, with a size bound.
 
 pub mod extract;
 pub mod gzip;

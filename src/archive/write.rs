@@ -1,9 +1,9 @@
 //! [`TarBuilder`]: deterministic tar writing from cap-std directories and synthesized entries,
 //! recording where every regular file's data lies in the stream.
 //!
-//! Output format: POSIX pax (ustar headers plus PAX extended headers where needed, see
-//! [`header`](super::header)). The archive ends with the two zero blocks POSIX requires and no
-//! further padding (a 10 KiB tape record is meaningless for a blob).
+//! Output format: POSIX pax (ustar headers plus PAX extended headers where needed, see the
+//! private `archive::header` module). The archive ends with the two zero blocks POSIX requires
+//! and no further padding (a 10 KiB tape record is meaningless for a blob).
 //!
 //! Determinism: entries come in the order they are appended, trees in sorted order
 //! ([`walk`](super::walk())), and a header depends only on the entry's name, type, size, owner,

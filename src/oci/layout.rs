@@ -14,6 +14,10 @@
 //! match its name, and `index.json` appears last. Reading treats the layout as untrusted: digests
 //! are validated before they become file names, blobs are read through a cap-std directory
 //! handle, and every blob read is checked against its descriptor's size and digest.
+//!
+//! Copying a layout with skopeo: use `skopeo copy --preserve-digests`. Without it skopeo
+//! gzips uncompressed layers (and drops their annotations), which turns a seed's range-fetchable
+//! ostree packs into opaque gzip blobs with other digests (tests/oci_interop.rs shows both).
 
 mod layer;
 mod reader;

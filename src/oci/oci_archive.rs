@@ -2,7 +2,7 @@
 //! reads and writes it (the layout's files at the top of the archive: `oci-layout`,
 //! `index.json`, `blobs/sha256/<hex>`).
 //!
-//! [`write`] makes the archive deterministic (sorted, owner 0:0, modes 0644/0755, mtime 0) and
+//! [`write()`] makes the archive deterministic (sorted, owner 0:0, modes 0644/0755, mtime 0) and
 //! atomic (temporary file, fsync, rename). [`unpack`] treats the archive as hostile: it extracts
 //! through [`archive::extract_staged`](crate::archive::extract_staged) — no owners, no xattrs,
 //! no device nodes, no setuid files, all or nothing — and then opens the result as a layout.

@@ -6,7 +6,7 @@
 //!
 //! **How.** The destination is a cap-std [`Dir`]; every operation is an `*at` system call on one
 //! path component relative to an open directory handle, and every directory on the way to an
-//! entry is opened with `O_NOFOLLOW` (see [`sys`](super::sys)). So:
+//! entry is opened with `O_NOFOLLOW` (see the private `archive::sys` module). So:
 //!
 //! - names are normalised first: absolute names, `..` anywhere, NUL bytes, components over 255
 //!   bytes and paths over 4095 bytes are rejected ([`Reason`]);

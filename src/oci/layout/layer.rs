@@ -62,7 +62,8 @@ enum Sink {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A layer being written; see the [module docs](self). Dropping it unfinished removes the
+/// A layer being written: streamed to a temporary file, hashed compressed and uncompressed,
+/// renamed to its digest by [`finish`](LayerWriter::finish). Dropping it unfinished removes the
 /// temporary file.
 pub struct LayerWriter {
     sink: Option<Sink>,
