@@ -217,6 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn large_numbers_go_to_pax_and_base256_header_fields() {
+        let mut meta = Meta::root(0o644);
+        meta.uid = 3_000_000;
+        meta.mtime = super::super::meta::Mtime { secs: -5, nanos: 0 };
+        let size = 9u64 << 30;
+        let bytes = encode(b"big", &EntryKind::File, &meta, size).unwrap();
+        let records = &bytes[512..];
+        let text = String::from_utf8_lossy(records);
+        assert!(text.contains(" size=9663676416\n"), "{text}");
+        assert!(text.contains(" uid=3000000\n"), "{text}");
+        assert!(text.contains(" mtime=-5\n"), "{text}");
+        let main = tar::Header::from_byte_slice(&bytes[bytes.len() - 512..]);
+        // Readers that frame by the header alone see the same size (base-256 encoded).
+        assert_eq!(main.entry_size().unwrap(), size);
+        assert_eq!(main.uid().unwrap(), 3_000_000);
+        assert_eq!(main.mtime().unwrap(), 0);
+    }
+
+    #[test]
     fn long_names_go_to_pax_and_the_crate_reads_them() {
         let name = format!("{}/{}", "d".repeat(200), "f".repeat(150));
         let mut meta = Meta::root(0o644);
