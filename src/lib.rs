@@ -4,6 +4,7 @@
 //! ([`spec`]), observes the host ([`facts`]), asks the pure planner ([`plan`]) for at most one
 //! step, executes it, records the result ([`status`]) and exits.
 
+pub mod archive;
 pub mod checks;
 pub mod cli;
 pub mod edit;

@@ -5,6 +5,9 @@
 //! documents itself: it builds seeds as OCI image layouts (pushed with skopeo) and reads a
 //! seed's manifest, config and selected blob ranges straight from the registry.
 
+pub mod layout;
+pub mod oci_archive;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
