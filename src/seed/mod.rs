@@ -2,5 +2,8 @@
 //! image ([`format`]), how ibu makes one on a seed host, and how a target reads one.
 
 pub mod compat;
+pub mod fetch;
 pub mod format;
+pub mod pack;
+pub mod source;
 pub mod status;
