@@ -25,6 +25,10 @@
 //!
 //! Works the same on a booted host and on a directory sysroot ([`Paths`]): every location comes
 //! from `paths` and the facts.
+//!
+//! Collection expects a quiet host (LCA stops the workloads before it archives anything): it
+//! reads `/etc` and `/var` as they are at that moment. A file that vanishes while a directory
+//! is listed is left out; anything else that changes under it is an error, not a silent mix.
 
 use std::path::{Path, PathBuf};
 

@@ -333,6 +333,37 @@ impl TestSysroot {
         Ok(c)
     }
 
+    /// Commit an existing directory tree `dir` (which must already be "bootable", see the
+    /// module docs) on ref `test/<name>` with `version` metadata.
+    pub fn commit_dir(&mut self, name: &str, version: &str, dir: &Path) -> Result<Commit> {
+        if self.commits.contains_key(name) {
+            bail!("commit {name} already made");
+        }
+        let refname = format!("test/{name}");
+        let repo = self.repo();
+        let subject = format!("{name} {version}");
+        let sh = sh()?;
+        let checksum = run(cmd!(
+            sh,
+            "ostree commit --repo={repo} --branch={refname} --tree=dir={dir}
+                --subject={subject} --add-metadata-string=version={version}"
+        ))?
+        .trim()
+        .to_string();
+        if checksum.len() != 64 {
+            bail!("ostree commit printed {checksum:?}, not a checksum");
+        }
+        let c = Commit {
+            name: name.to_string(),
+            version: version.to_string(),
+            refname,
+            checksum,
+            spec: CommitSpec::new(name, version),
+        };
+        self.commits.insert(c.name.clone(), c.clone());
+        Ok(c)
+    }
+
     pub fn commit_named(&self, name: &str) -> Result<&Commit> {
         self.commits
             .get(name)

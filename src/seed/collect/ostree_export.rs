@@ -25,6 +25,12 @@
 //! dirtrees and dirmetas, its content objects) plus the detached metadata are listed with their
 //! path in the archive repository (`objects/<xx>/<rest>.<ext>`, content objects `.filez`) and
 //! their size, sorted by object name (`<checksum>.<ext>`, the name the seed format uses).
+//!
+//! Cost, measured with `tests/seed_collect_cost.rs` on a 2.9 GB deployment (this build
+//! machine's `/usr`, 71 052 objects, 65 837 of them content): the whole collection took 150 s on
+//! two cores shared with other builds, nearly all of it this export (reading, checksumming and
+//! compressing every file), and the archive objects take 952 MB (33 % of the deployment). The
+//! work directory needs about that much free space.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -63,7 +63,8 @@ pub fn open_root(path: &Path) -> Result<Dir> {
         .with_context(|| format!("opening directory {}", path.display()))
 }
 
-/// The entries of `dir` with their `lstat`, sorted by name.
+/// The entries of `dir` with their `lstat`, sorted by name. An entry that vanishes between
+/// listing and `lstat` (a live host removing a temporary file) is left out.
 pub fn list(dir: &Dir, shown: &Path) -> Result<Vec<(OsString, Metadata)>> {
     let mut out = Vec::new();
     for entry in dir
@@ -72,9 +73,16 @@ pub fn list(dir: &Dir, shown: &Path) -> Result<Vec<(OsString, Metadata)>> {
     {
         let entry = entry.with_context(|| format!("listing {}", shown.display()))?;
         let name = entry.file_name();
-        let md = dir
-            .symlink_metadata(&name)
-            .with_context(|| format!("lstat {}", shown.join(&name).display()))?;
+        let md = match dir.symlink_metadata(&name) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %shown.join(&name).display(), "vanished while listing");
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("lstat {}", shown.join(&name).display()));
+            }
+        };
         out.push((name, md));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
