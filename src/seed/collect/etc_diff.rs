@@ -157,12 +157,11 @@ impl Walker<'_> {
                 }
                 continue;
             }
-            match (c, d, def) {
-                (Some(c), None, _) | (Some(c), Some(_), None) => {
-                    self.add_subtree(cur, name, &c, &child, Change::Added)?
-                }
-                (None, Some(_), _) => self.out.deletions.push(Path::new("/etc").join(&child)),
-                (Some(c), Some(d), Some(def)) => {
+            // A default exists only where the directory has defaults at all.
+            match (c, d.zip(def)) {
+                (Some(c), None) => self.add_subtree(cur, name, &c, &child, Change::Added)?,
+                (None, Some(_)) => self.out.deletions.push(Path::new("/etc").join(&child)),
+                (Some(c), Some((d, def))) => {
                     let (ck, dk) = (Kind::of(&c), Kind::of(&d));
                     if ck == Kind::Special {
                         self.out.skipped.push(child);
@@ -183,7 +182,7 @@ impl Walker<'_> {
                         self.compare_dirs(&sub_c, Some(&sub_d), &child)?;
                     }
                 }
-                (None, None, _) => {}
+                (None, None) => {}
             }
         }
         Ok(())
