@@ -9,6 +9,7 @@
 //!   small "bootable" trees ([`CommitSpec`]), `ostree admin os-init` and `ostree admin deploy`
 //!   ([`Deploy`]), then names the deployment that plays "booted" in the sandbox file
 //!   ([`TestSysroot::boot`]). [`TestSysroot::standard`] is the usual two-stateroot scene.
+//! - [`seed::Scene`] is a configured seed host for the seed collection tests.
 //! - [`TestSysroot::mount_container_storage`] mounts a real filesystem ([`TestFs`]) on the
 //!   sandbox's `/var/lib/containers`; [`Mount`] unmounts on drop.
 //! - [`TestRegistry`] runs a real registry (`docker-registry` with htpasswd auth, TLS or plain
@@ -23,6 +24,7 @@
 
 pub mod mount;
 pub mod registry;
+pub mod seed;
 pub mod sysroot;
 
 #[allow(unused_imports)]

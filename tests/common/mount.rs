@@ -78,6 +78,24 @@ impl Mount {
     }
 }
 
+/// Unmount every mount strictly below `dir`, deepest first (lazily if busy). Best effort.
+pub fn unmount_below(dir: &Path) {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut inner: Vec<PathBuf> = ibu::facts::disks::parse_mountinfo(&text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    inner.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    inner.dedup();
+    for m in inner {
+        if nix::mount::umount2(&m, MntFlags::empty()).is_err() {
+            let _ = nix::mount::umount2(&m, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if nix::mount::umount2(&self.target, MntFlags::empty()).is_err() {

@@ -48,6 +48,12 @@ pub struct CommitSpec {
     pub os_release_only_in_etc: bool,
     /// Extra files, paths relative to the tree root (e.g. `usr/lib/systemd/system/x.mount`).
     pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Modes of extra files (default 0644), by path.
+    pub modes: Vec<(PathBuf, u32)>,
+    /// Extra symlinks: (path relative to the tree root, target as stored).
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
+    /// Commit without the `version` metadata (os-release still has `VERSION_ID`).
+    pub no_version_metadata: bool,
 }
 
 impl CommitSpec {
@@ -63,6 +69,9 @@ impl CommitSpec {
             payload_bytes: 256 * 1024,
             os_release_only_in_etc: false,
             files: Vec::new(),
+            modes: Vec::new(),
+            symlinks: Vec::new(),
+            no_version_metadata: false,
         }
     }
 
@@ -89,6 +98,24 @@ impl CommitSpec {
     /// Add a file (relative path in the tree, e.g. `usr/etc/environment`).
     pub fn file(mut self, path: impl Into<PathBuf>, contents: impl Into<Vec<u8>>) -> Self {
         self.files.push((path.into(), contents.into()));
+        self
+    }
+
+    /// Commit without `version` metadata (as a hand-made commit might be).
+    pub fn without_version_metadata(mut self) -> Self {
+        self.no_version_metadata = true;
+        self
+    }
+
+    /// Set the mode of an extra file added with [`CommitSpec::file`].
+    pub fn mode(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
+        self.modes.push((path.into(), mode));
+        self
+    }
+
+    /// Add a symlink (relative path in the tree, target stored as given).
+    pub fn symlink(mut self, path: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        self.symlinks.push((path.into(), target.into()));
         self
     }
 }
@@ -278,12 +305,17 @@ impl TestSysroot {
         let refname = format!("test/{}", spec.name);
         let (repo, t, version) = (self.repo(), tree.path(), &spec.version);
         let subject = format!("{} {}", spec.name, spec.version);
+        let version_arg: Vec<String> = if spec.no_version_metadata {
+            Vec::new()
+        } else {
+            vec![format!("--add-metadata-string=version={version}")]
+        };
         let sh = sh()?;
         let checksum = run(cmd!(
             sh,
             "ostree commit --repo={repo} --branch={refname} --tree=dir={t}
                 --owner-uid=0 --owner-gid=0 --subject={subject}
-                --add-metadata-string=version={version}"
+                {version_arg...}"
         ))?
         .trim()
         .to_string();
@@ -296,6 +328,37 @@ impl TestSysroot {
             refname,
             checksum,
             spec,
+        };
+        self.commits.insert(c.name.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Commit an existing directory tree `dir` (which must already be "bootable", see the
+    /// module docs) on ref `test/<name>` with `version` metadata.
+    pub fn commit_dir(&mut self, name: &str, version: &str, dir: &Path) -> Result<Commit> {
+        if self.commits.contains_key(name) {
+            bail!("commit {name} already made");
+        }
+        let refname = format!("test/{name}");
+        let repo = self.repo();
+        let subject = format!("{name} {version}");
+        let sh = sh()?;
+        let checksum = run(cmd!(
+            sh,
+            "ostree commit --repo={repo} --branch={refname} --tree=dir={dir}
+                --subject={subject} --add-metadata-string=version={version}"
+        ))?
+        .trim()
+        .to_string();
+        if checksum.len() != 64 {
+            bail!("ostree commit printed {checksum:?}, not a checksum");
+        }
+        let c = Commit {
+            name: name.to_string(),
+            version: version.to_string(),
+            refname,
+            checksum,
+            spec: CommitSpec::new(name, version),
         };
         self.commits.insert(c.name.clone(), c.clone());
         Ok(c)
@@ -444,7 +507,22 @@ impl TestSysroot {
 impl Drop for TestSysroot {
     fn drop(&mut self) {
         while let Some(m) = self.mounts.pop() {
+            // Tools used on a test filesystem may leave mounts inside it (podman's overlay
+            // driver bind-mounts its `overlay` directory onto itself): release those first,
+            // deepest first, so the filesystem itself unmounts cleanly.
+            super::mount::unmount_below(m.target());
             drop(m);
+        }
+        // podman's runroot for this sandbox lives in /run (see `Paths::podman_storage`).
+        if let Ok(paths) = self.paths()
+            && let Some((_, runroot)) = paths.podman_storage()
+            && runroot.parent() == Some(Path::new("/run"))
+            && runroot
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ibu-podman-"))
+        {
+            super::mount::unmount_below(&runroot);
+            let _ = std::fs::remove_dir_all(&runroot);
         }
         // ostree makes each deployment root immutable (chattr +i); clear that so the temporary
         // directory can be removed.
@@ -516,7 +594,13 @@ fn write_tree(root: &Path, spec: &CommitSpec) -> Result<()> {
         files.push(("usr/lib/os-release".into(), os_release.into_bytes(), 0o644));
     }
     for (p, c) in &spec.files {
-        files.push((p.to_string_lossy().into_owned(), c.clone(), 0o644));
+        let mode = spec
+            .modes
+            .iter()
+            .rev()
+            .find(|(m, _)| m == p)
+            .map_or(0o644, |(_, mode)| *mode);
+        files.push((p.to_string_lossy().into_owned(), c.clone(), mode));
     }
     for (rel, contents, mode) in files {
         let p = root.join(&rel);
@@ -527,6 +611,15 @@ fn write_tree(root: &Path, spec: &CommitSpec) -> Result<()> {
         std::fs::write(&p, contents).with_context(|| format!("writing {}", p.display()))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("chmod {}", p.display()))?;
+    }
+    for (p, target) in &spec.symlinks {
+        let link = root.join(p);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::os::unix::fs::symlink(target, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
     if !spec.os_release_only_in_etc {
         let link = root.join("usr/etc/os-release");
