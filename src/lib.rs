@@ -20,6 +20,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod registry;
 pub mod render;
+pub mod repo;
 pub mod schema;
 pub mod seed;
 pub mod spec;

@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use cap_std::fs::Dir;
 use ostree::gio;
-use ostree::glib;
-use ostree::glib::prelude::ToVariant;
 
 use super::format::{
     ANNOTATION_ROLE, OstreeIndex, PATH_CONTAINERS_LIST, PATH_ETC_DELETIONS, PATH_INFO, PATH_ORIGIN,
@@ -307,25 +305,8 @@ fn stream_pack(
 /// Import `commit` from the staging archive repository into `target`, verifying every object
 /// (ostree's untrusted local pull: objects already in `target` are not touched).
 pub fn import(target: &ostree::Repo, staging: &Path, commit: &str) -> Result<()> {
-    pull_local(target, staging, commit, true)
+    crate::repo::pull_local(target, staging, commit, true)
         .with_context(|| format!("importing commit {commit} from {}", staging.display()))
-}
-
-/// `ostree pull-local` through libostree.
-pub fn pull_local(target: &ostree::Repo, source: &Path, rev: &str, untrusted: bool) -> Result<()> {
-    let flags = if untrusted {
-        ostree::RepoPullFlags::UNTRUSTED
-    } else {
-        ostree::RepoPullFlags::NONE
-    };
-    let dict = glib::VariantDict::new(None);
-    dict.insert_value("refs", &vec![rev.to_string()].to_variant());
-    dict.insert_value("flags", &(flags.bits() as i32).to_variant());
-    let url = format!("file://{}", source.display());
-    target
-        .pull_with_options(&url, &dict.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling {rev} from {url}"))?;
-    Ok(())
 }
 
 #[cfg(test)]

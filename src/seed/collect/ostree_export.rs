@@ -34,10 +34,10 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use ostree::{gio, glib};
+use ostree::gio;
 
 /// One object in the archive repository.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -80,40 +80,13 @@ pub fn export(source: &Path, commit: &str, dest: &Path) -> Result<OstreeExport> 
     archive.set_disable_fsync(true);
     tracing::info!(commit, source = %source.display(), dest = %dest.display(), "exporting the ostree commit");
 
-    let url = gio::prelude::FileExt::uri(&gio::File::for_path(source));
-    let options = glib::VariantDict::new(None);
-    options.insert("refs", vec![commit.to_string()]);
-    options.insert("flags", ostree::RepoPullFlags::UNTRUSTED.bits() as i32);
-    let progress = ostree::AsyncProgress::new();
-    let last = std::cell::Cell::new(Instant::now());
-    progress.connect_changed(move |p| {
-        if last.get().elapsed() < Duration::from_secs(5) {
-            return;
-        }
-        last.set(Instant::now());
-        tracing::info!(
-            fetched = p.uint("fetched"),
-            requested = p.uint("requested"),
-            scanned_metadata = p.uint("scanned-metadata"),
-            outstanding_writes = p.uint("outstanding-writes"),
-            "exporting ostree objects"
-        );
-    });
-    archive
-        .pull_with_options(
-            &url,
-            &options.end(),
-            Some(&progress),
-            gio::Cancellable::NONE,
+    crate::repo::pull_local(&archive, source, commit, true).with_context(|| {
+        format!(
+            "exporting commit {commit} from {} into {}",
+            source.display(),
+            dest.display()
         )
-        .with_context(|| {
-            format!(
-                "pulling commit {commit} from {} into {}",
-                source.display(),
-                dest.display()
-            )
-        })?;
-    progress.finish();
+    })?;
 
     let (_, state) = archive
         .load_commit(commit)
