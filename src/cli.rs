@@ -68,8 +68,59 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Make and read seed images.
+    #[command(subcommand)]
+    Seed(SeedCommand),
     #[command(hide = true, subcommand)]
     Internals(Internals),
+}
+
+/// How to reach a registry (as skopeo's options).
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
+    /// containers-auth.json with the registry's credentials (file mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Verify the registry's TLS certificate (false: also allow plain HTTP).
+    #[arg(long, value_name = "BOOL")]
+    pub tls_verify: Option<bool>,
+    /// Directory with extra CA certificates (*.crt) for the registry.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Make a seed image of this (seed) host.
+    Create {
+        /// Push to this image reference.
+        #[arg(
+            long,
+            value_name = "REF",
+            conflicts_with = "output",
+            required_unless_present = "output"
+        )]
+        image: Option<String>,
+        /// Write to oci:DIR or oci-archive:FILE instead of a registry.
+        #[arg(long, value_name = "DEST")]
+        output: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show a seed's info and check it against this host, without pulling it.
+    Inspect {
+        /// An image reference, oci:DIR or oci-archive:FILE.
+        seed: String,
+        /// The version the seed must be (like spec.seedImageRef.version).
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(short, long, value_enum, default_value = "human")]
+        output: Format,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show the status of the last `ibu seed create` (SeedGenerator conditions).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +170,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Plan => plan_cmd(&paths, &config),
         Command::Validate { file } => validate(&paths, file.as_deref().unwrap_or(&config)),
         Command::SetStage { stage, force } => set_stage(&paths, &config, stage, force),
+        Command::Seed(cmd) => seed(&paths, cmd),
         Command::Internals(Internals::Schema { of }) => {
             let v = match of {
                 SchemaOf::Desired => crate::schema::desired_schema(),
@@ -302,4 +354,90 @@ fn set_stage(paths: &Paths, config: &Path, stage: Stage, force: bool) -> Result<
     crate::fsutil::write_atomic(config, edited.as_bytes(), mode)?;
     println!("{}: spec.stage = {stage}", config.display());
     Ok(0)
+}
+
+impl RegistryArgs {
+    fn client_options(&self) -> crate::registry::ClientOptions {
+        crate::registry::ClientOptions {
+            authfile: self.authfile.clone(),
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            ..crate::registry::ClientOptions::default()
+        }
+    }
+}
+
+fn seed(paths: &Paths, cmd: SeedCommand) -> Result<u8> {
+    use crate::seed::create::{Output, PushOptions};
+    match cmd {
+        SeedCommand::Create {
+            image,
+            output,
+            registry,
+        } => {
+            let dest = image
+                .or(output)
+                .context("--image or --output is required")?;
+            let out = match Output::parse(&dest) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(Exit::InvalidInput as u8);
+                }
+            };
+            let push = PushOptions {
+                authfile: registry.authfile,
+                tls_verify: registry.tls_verify,
+                cert_dir: registry.cert_dir,
+            };
+            let c = crate::seed::create::create(paths, &out, &push)?;
+            println!(
+                "Seed {} {} ({}, {} layers, {}) in {:.1}s",
+                c.output,
+                c.manifest_digest,
+                c.info.version,
+                c.layers,
+                crate::humanize::bytes(c.image_bytes),
+                c.seconds
+            );
+            Ok(0)
+        }
+        SeedCommand::Inspect {
+            seed,
+            version,
+            output,
+            registry,
+        } => {
+            let scratch = tempfile::Builder::new()
+                .prefix("ibu-inspect-")
+                .tempdir()
+                .context("creating a scratch directory")?;
+            let src = crate::seed::inspect::open_source(
+                &seed,
+                &registry.client_options(),
+                scratch.path(),
+            )?;
+            let i = crate::seed::inspect::inspect(paths, src.as_ref(), version.as_deref())?;
+            match output {
+                Format::Human => print!("{}", crate::seed::inspect::render(&i)),
+                Format::Yaml => print!("{}", serde_yaml::to_string(&i)?),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&i)?),
+            }
+            Ok(if i.compatible { 0 } else { Exit::Blocked as u8 })
+        }
+        SeedCommand::Status => {
+            let p = paths.state_dir().join("seedgen.yaml");
+            match std::fs::read_to_string(&p) {
+                Ok(t) => {
+                    print!("{t}");
+                    Ok(0)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    println!("no seed has been created on this host");
+                    Ok(0)
+                }
+                Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+            }
+        }
+    }
 }

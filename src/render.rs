@@ -59,7 +59,8 @@ pub fn state_line(rec: &Recorded) -> String {
     }
 }
 
-fn mark(r: CheckResult) -> &'static str {
+/// The four-letter mark of a check result in human output.
+pub fn mark(r: CheckResult) -> &'static str {
     match r {
         CheckResult::Passed => "ok  ",
         CheckResult::Failed => "FAIL",

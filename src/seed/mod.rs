@@ -3,8 +3,10 @@
 
 pub mod collect;
 pub mod compat;
+pub mod create;
 pub mod fetch;
 pub mod format;
+pub mod inspect;
 pub mod pack;
 pub mod source;
 pub mod status;

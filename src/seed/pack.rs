@@ -13,28 +13,18 @@ use cap_std::fs::Dir;
 use crate::archive::{Meta, TarBuilder};
 use crate::oci::Descriptor;
 use crate::oci::layout::{Compression, LayoutWriter};
+use crate::seed::collect::ExportedObject;
 use crate::seed::format::{
     ANNOTATION_ROLE, PREFIX_OSTREE_OBJECTS, PackIndex, PackedObject, ROLE_OSTREE_PACK,
 };
 
-/// One object of an archive-mode repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectFile {
-    /// `<checksum>.<type>` (`commit`, `commitmeta`, `dirtree`, `dirmeta`, `filez`).
-    pub object: String,
-    /// Its path relative to the repository (`objects/ab/cdef….filez`).
-    pub path: PathBuf,
-    pub size: u64,
-}
-
-impl ObjectFile {
-    /// The path inside a pack layer.
-    fn archive_path(&self) -> Result<PathBuf> {
-        let rel = self.path.strip_prefix("objects").with_context(|| {
-            format!("object path {} is not under objects/", self.path.display())
-        })?;
-        Ok(Path::new(PREFIX_OSTREE_OBJECTS).join(rel))
-    }
+/// The path of an exported object inside a pack layer.
+fn archive_path(o: &ExportedObject) -> Result<PathBuf> {
+    let rel = o
+        .path
+        .strip_prefix("objects")
+        .with_context(|| format!("object path {} is not under objects/", o.path.display()))?;
+    Ok(Path::new(PREFIX_OSTREE_OBJECTS).join(rel))
 }
 
 /// A written pack layer.
@@ -50,7 +40,7 @@ pub struct Pack {
 pub fn write_packs(
     layout: &LayoutWriter,
     repo: &Dir,
-    objects: &[ObjectFile],
+    objects: &[ExportedObject],
     first_layer: usize,
     target_bytes: u64,
 ) -> Result<Vec<Pack>> {
@@ -75,7 +65,7 @@ pub fn write_packs(
 fn write_pack(
     layout: &LayoutWriter,
     repo: &Dir,
-    objects: &[ObjectFile],
+    objects: &[ExportedObject],
     layer: usize,
 ) -> Result<Pack> {
     let writer = layout.layer(Compression::None)?;
@@ -93,16 +83,16 @@ fn write_pack(
         if actual != o.size {
             bail!(
                 "ostree object {} changed while packing ({} bytes, expected {})",
-                o.object,
+                o.name,
                 actual,
                 o.size
             );
         }
         let rec = tar
-            .append_file_data(&o.archive_path()?, &meta, o.size, f)
-            .with_context(|| format!("packing ostree object {}", o.object))?;
+            .append_file_data(&archive_path(o)?, &meta, o.size, f)
+            .with_context(|| format!("packing ostree object {}", o.name))?;
         packed.push(PackedObject {
-            object: o.object.clone(),
+            object: o.name.clone(),
             offset: rec.offset,
             size: rec.size,
         });
@@ -139,8 +129,8 @@ mod tests {
             std::fs::create_dir_all(repo.join(rel.parent().unwrap())).unwrap();
             let body = vec![i; 3000 + i as usize];
             std::fs::write(repo.join(&rel), &body).unwrap();
-            objects.push(ObjectFile {
-                object: format!("{name}.filez"),
+            objects.push(ExportedObject {
+                name: format!("{name}.filez"),
                 path: rel,
                 size: body.len() as u64,
             });

@@ -25,6 +25,7 @@
 pub mod mount;
 pub mod registry;
 pub mod seed;
+pub mod snapshot;
 pub mod sysroot;
 
 #[allow(unused_imports)]
