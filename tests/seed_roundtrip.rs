@@ -389,3 +389,80 @@ fn inspect_checks_a_seed_against_a_host_without_pulling_it() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_killed_creation_leaves_only_its_work_directory_and_the_next_run_clears_it() -> Result<()> {
+    // A seed host big enough that creation takes a while to kill in the middle of.
+    let mut big = TestSysroot::new()?;
+    let mut spec = CommitSpec::new("big", "4.16.3").payload_bytes(0);
+    for i in 0..400u32 {
+        spec = spec.file(
+            format!("usr/lib/big/f{i:04}"),
+            vec![(i % 251) as u8; 64 * 1024 + i as usize],
+        );
+    }
+    big.commit(spec)?;
+    let d = big.deploy("debian", "big", &Deploy::new())?;
+    big.boot(&d)?;
+    big.mount_container_storage(TestFs::Tmpfs { size_mib: 64 })?;
+    let paths = big.paths()?;
+    let ibu_state = "ostree/deploy/debian/var/lib/ibu";
+    let before = snap_without(big.path(), &[ibu_state, "run"]);
+    let out = tempfile::tempdir()?;
+    let dest = out.path().join("layout");
+    let work = ibu::seed::create::workdir(&paths);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ibu"))
+        .arg("--sysroot")
+        .arg(big.path())
+        .args(["-q", "seed", "create", "--output"])
+        .arg(format!("oci:{}", dest.display()))
+        .spawn()?;
+    // Kill it once it has started writing its work directory.
+    let t = std::time::Instant::now();
+    while !work.join("ostree/objects").exists() {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "creation never started exporting"
+        );
+        if child.try_wait()?.is_some() {
+            anyhow::bail!("creation finished before it could be killed; make the seed bigger");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill()?;
+    child.wait()?;
+    assert!(work.exists(), "SIGKILL leaves the work directory");
+    assert!(
+        !dest.exists() || common::seed::is_empty_dir(&dest)?,
+        "no half-written output"
+    );
+    let after = snap_without(big.path(), &[ibu_state, "run"]);
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(p, b)| {
+            let s = p.to_string_lossy();
+            // ibu creates its state directory in var/lib (the parent's mtime changes) and podman
+            // its storage in the container mount; nothing else may change.
+            !(s.ends_with(".lock")
+                || s.contains("var/lib/containers")
+                || s == "ostree/deploy/debian/var/lib")
+                && after.get(*p).is_none_or(|a| {
+                    (a.kind, &a.content, a.mode, a.mtime) != (b.kind, &b.content, b.mode, b.mtime)
+                })
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "changed outside ibu's state dir: {changed:?}"
+    );
+    // The next run removes the leftovers first and completes.
+    ibu(big.path())
+        .args(["seed", "create", "--output"])
+        .arg(format!("oci:{}", dest.display()))
+        .assert()
+        .success();
+    assert!(!work.exists());
+    assert!(dest.join("index.json").exists());
+    Ok(())
+}
