@@ -134,14 +134,19 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
                 step.describe()
             );
             let started = Timestamp::now();
+            let progress = Progress::new(&p.recorded, &state_file, desired.stage);
+            let report = |msg: &str| progress.report(msg);
             let outcome = steps::execute(
                 step,
                 &steps::Env {
                     paths,
                     desired: &desired,
                     facts: &facts,
+                    target: p.recorded.target.as_ref(),
+                    progress: &report,
                 },
             );
+            fault_point("crash-before-record", name);
             match &outcome {
                 Outcome::Failed { message } => error!(
                     message_id = message_id::STEP_FAILED,
@@ -149,14 +154,16 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
                     step = name,
                     "{name} failed: {message}"
                 ),
-                Outcome::Succeeded { message } | Outcome::Warning { message } => info!(
+                Outcome::Succeeded { message }
+                | Outcome::Produced { message, .. }
+                | Outcome::Warning { message } => info!(
                     message_id = message_id::STEP_SUCCEEDED,
                     stage,
                     step = name,
                     "{name}: {message}"
                 ),
             }
-            let mut rec = p.recorded.clone();
+            let mut rec = progress.into_recorded();
             plan::record(
                 &mut rec,
                 &desired,
@@ -179,4 +186,63 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
         return Ok(Exit::Progressed);
     }
     Ok(exit)
+}
+
+/// Writes a long step's progress into the in-progress condition of the stage, at most every
+/// couple of seconds, so `ibu status` shows how far a pull or an import is.
+struct Progress<'a> {
+    rec: std::cell::RefCell<Recorded>,
+    path: &'a Path,
+    stage: crate::spec::Stage,
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(rec: &Recorded, path: &'a Path, stage: crate::spec::Stage) -> Progress<'a> {
+        Progress {
+            rec: std::cell::RefCell::new(rec.clone()),
+            path,
+            stage,
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    fn report(&self, msg: &str) {
+        info!(stage = self.stage.as_str(), "{msg}");
+        if self
+            .last
+            .get()
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(2))
+        {
+            return;
+        }
+        self.last.set(Some(std::time::Instant::now()));
+        let mut rec = self.rec.borrow_mut();
+        let cx = crate::status::conditions::Ctx {
+            generation: rec.generation,
+            now: Timestamp::now(),
+        };
+        if self.stage == crate::spec::Stage::Prep && rec.status.is_stage_in_progress(self.stage) {
+            rec.status.set_prep_in_progress(cx, msg);
+            if let Err(e) = rec.save(self.path) {
+                warn!("recording progress: {e:#}");
+            }
+        }
+    }
+
+    fn into_recorded(self) -> Recorded {
+        self.rec.into_inner()
+    }
+}
+
+/// Test seam (documented in the README): `IBU_FAULT=<point>:<step>` makes ibu abort at that
+/// point of that step, as a power cut would. Only `crash-before-record` (after the step's work,
+/// before its outcome is recorded) exists. Never set on a real node.
+fn fault_point(point: &str, step: &str) {
+    if let Ok(v) = std::env::var("IBU_FAULT")
+        && v.split(',').any(|f| f == format!("{point}:{step}"))
+    {
+        eprintln!("IBU_FAULT: aborting at {point} of {step}");
+        std::process::abort();
+    }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use ostree::gio;
 
 use crate::paths::Paths;
+use crate::status::store::DeploymentRecord;
 use crate::sysroot;
 
 /// Prefix of every ref ibu creates in the ostree repository (`ibu/<stateroot>`).
@@ -119,4 +120,81 @@ pub fn remove_all_except(paths: &Paths, keep: &str) -> Result<CleanupReport> {
             .push(format!("removing {} failed: {e}", ws.display()));
     }
     Ok(report)
+}
+
+/// `ostree/deploy/<stateroot>` of the sysroot.
+pub fn stateroot_dir(paths: &Paths, stateroot: &str) -> std::path::PathBuf {
+    paths.sysroot.join("ostree/deploy").join(stateroot)
+}
+
+/// `ostree/deploy/<stateroot>/deploy/<checksum>.<serial>`.
+pub fn deployment_dir(paths: &Paths, stateroot: &str, d: &DeploymentRecord) -> std::path::PathBuf {
+    stateroot_dir(paths, stateroot)
+        .join("deploy")
+        .join(format!("{}.{}", d.checksum, d.serial))
+}
+
+/// Create stateroot `stateroot` (`os-init`) and deploy `commit` there with `kargs` and the seed's
+/// `origin`, **not as the default**: the running deployment and the boot order stay as they are
+/// (`ostree admin deploy --not-as-default --retain`). Idempotent: a deployment of `commit` in
+/// `stateroot` carrying the same `ibu=` argument (a crash after the write) is returned as is; a
+/// half-made deployment directory from a crash before the write is pruned by the write.
+pub fn deploy_new(
+    paths: &Paths,
+    stateroot: &str,
+    commit: &str,
+    origin: &str,
+    kargs: &[String],
+) -> Result<DeploymentRecord> {
+    let w = sysroot::open_writable(paths)?;
+    let sr = &w.sysroot;
+    let ibu_karg = kargs.iter().find(|k| k.starts_with("ibu="));
+    for d in sr.deployments() {
+        let options = d
+            .bootconfig()
+            .and_then(|b| b.get("options"))
+            .map(|o| o.to_string())
+            .unwrap_or_default();
+        let same_karg = ibu_karg.is_none_or(|k| options.split_whitespace().any(|o| o == k));
+        if d.osname() == stateroot && d.csum() == commit && same_karg {
+            return Ok(DeploymentRecord {
+                checksum: d.csum().to_string(),
+                serial: d.deployserial(),
+            });
+        }
+    }
+    if !stateroot_dir(paths, stateroot).exists() {
+        sr.init_osname(stateroot, gio::Cancellable::NONE)
+            .with_context(|| format!("creating stateroot {stateroot} (ostree admin os-init)"))?;
+    }
+    let keyfile = ostree::glib::KeyFile::new();
+    keyfile
+        .load_from_data(origin, ostree::glib::KeyFileFlags::KEEP_COMMENTS)
+        .context("reading the seed's .origin")?;
+    let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let d = sr
+        .deploy_tree(
+            Some(stateroot),
+            commit,
+            Some(&keyfile),
+            None,
+            &kargs,
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("deploying commit {commit} in stateroot {stateroot}"))?;
+    sr.simple_write_deployment(
+        Some(stateroot),
+        &d,
+        None,
+        ostree::SysrootSimpleWriteDeploymentFlags::NOT_DEFAULT
+            | ostree::SysrootSimpleWriteDeploymentFlags::RETAIN,
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| {
+        format!("adding the new deployment of {stateroot} to the boot menu (not as default)")
+    })?;
+    Ok(DeploymentRecord {
+        checksum: d.csum().to_string(),
+        serial: d.deployserial(),
+    })
 }

@@ -22,6 +22,15 @@ pub fn open(paths: &Paths) -> Result<ostree::Sysroot> {
     Ok(sysroot)
 }
 
+/// Make the sysroot writable for this process (a no-op for a directory sysroot): for steps that
+/// write into a stateroot directly rather than through libostree.
+pub fn ensure_writable(paths: &Paths) -> Result<()> {
+    if !paths.is_sandbox() {
+        private_mount_namespace_with_rw_sysroot(&paths.sysroot_mount)?;
+    }
+    Ok(())
+}
+
 /// Open, make writable, take libostree's sysroot lock, and load. The lock is released when the
 /// returned [`WritableSysroot`] drops.
 pub fn open_writable(paths: &Paths) -> Result<WritableSysroot> {

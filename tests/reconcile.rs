@@ -171,17 +171,18 @@ fn prep_without_separate_container_storage_fails_with_lcas_message() -> Result<(
 }
 
 #[test]
-fn prep_checks_pass_and_image_cleanup_runs_on_real_storage() -> Result<()> {
+fn prep_with_an_unreachable_registry_fails_clearly_and_changes_nothing() -> Result<()> {
     let mut n = Node::new()?;
-    let storage =
-        n.sr.mount_container_storage(TestFs::Xfs { size_mib: 300 })?;
-    // Fill it past the 50% default threshold with something that is not an image: the cleanup
-    // runs, finds nothing to remove, and says so without failing Prep.
-    let filler = storage.join("filler");
-    std::fs::write(&filler, vec![1u8; 200 * 1024 * 1024])?;
+    n.sr.mount_container_storage(TestFs::Tmpfs { size_mib: 64 })?;
     assert_eq!(n.reconcile(), 0);
-    n.write_desired(PREP);
-    assert_eq!(n.reconcile(), 75, "checks passed, image cleanup ran");
+    let deployments = n.deployments();
+    // Nothing listens on this port.
+    let port = common::registry::free_port()?;
+    n.write_desired(&PREP.replace(
+        "registry.example.com/seed:1.1.0",
+        &format!("127.0.0.1:{port}/seed:1.1.0"),
+    ));
+    assert_eq!(n.reconcile(), 75, "checks passed, the seed inspection ran");
     let r = n.recorded();
     let checks: Vec<(&str, ibu::status::CheckResult)> = r
         .status
@@ -197,25 +198,22 @@ fn prep_checks_pass_and_image_cleanup_runs_on_real_storage() -> Result<()> {
             ("TargetVersion", Passed),
             ("FreeSpaceSysroot", Passed),
             ("FreeSpaceBoot", Passed),
-            ("ImageCleanup", Warning),
-        ],
-        "{:#?}",
-        r.status.checks
+        ]
     );
-    let cleanup = r.status.checks.last().unwrap();
+    let (st, why, msg) = cond(&r, ConditionType::PrepInProgress);
+    assert_eq!((st, why), (ConditionStatus::False, Reason::Failed));
     assert!(
-        cleanup.message.contains("no more removable images"),
-        "{}",
-        cleanup.message
+        msg.starts_with("failed to validate seed image info: "),
+        "{msg}"
     );
-    assert!(r.status.is_stage_in_progress(Stage::Prep));
-    assert_eq!(r.status.last_step.as_ref().unwrap().name, "ImageCleanup");
-    assert!(filler.exists(), "cleanup only ever removes images");
-    // Stateroot setup is not built yet: ibu says so and stops, Prep still in progress.
-    assert_eq!(n.reconcile(), 3);
-    let out = n.ibu().arg("plan").output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("not implemented"), "{text}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")),
+        "names the registry: {msg}"
+    );
+    assert_eq!(r.status.last_step.as_ref().unwrap().name, "InspectSeed");
+    assert_eq!(n.reconcile(), 3, "Prep failed: blocked");
+    assert_eq!(n.deployments(), deployments, "host untouched");
+    assert_eq!(n.stateroot_dirs(), ["debian"]);
     Ok(())
 }
 
@@ -242,6 +240,8 @@ fn prep_completed(n: &Node) -> Result<()> {
         stateroot: "debian_1.1.0".into(),
         version: "1.1.0".into(),
         image: "registry.example.com/seed:1.1.0".into(),
+        seed: None,
+        deployment: None,
     });
     r.save(&n.state)
 }

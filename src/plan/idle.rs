@@ -64,7 +64,7 @@ pub(super) fn record_cleanup(
     outcome: &Outcome,
 ) {
     match outcome {
-        Outcome::Succeeded { .. } | Outcome::Warning { .. } => {
+        Outcome::Succeeded { .. } | Outcome::Produced { .. } | Outcome::Warning { .. } => {
             rec.status.reset_to_idle(cx);
             rec.status.reset_history();
             rec.status.checks.clear();

@@ -19,23 +19,52 @@ use crate::facts::Observe;
 use crate::spec::{Desired, Stage};
 use crate::stage::{self, AfterPivot, Transition};
 use crate::status::conditions::{self, Ctx};
-use crate::status::store::{Recorded, Target};
+use crate::status::store::{DeploymentRecord, Recorded, SeedRecord, Target};
 use crate::status::{CheckResult, ConditionType, Reason, StepRecord, StepResult, Timestamp};
 
 mod idle;
 mod prep;
+mod prep_checks;
 #[cfg(test)]
 mod tests;
 
 pub use crate::checks::CheckOutcome;
-pub use prep::{FREE_SPACE_MARGIN_PERCENT, prep_checks};
+pub use prep::{PREP_STEPS, pinned_image};
+pub use prep_checks::{FREE_SPACE_MARGIN_PERCENT, prep_checks};
 
 /// A mutating step. Each is idempotent: running it again after a crash converges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Read the seed's manifest and config (its labels) without pulling it, and record them.
+    InspectSeed { image: String },
     /// Delete unused, unpinned container images until container storage is at or below the
     /// threshold (LCA §4.5).
     ImageCleanup { threshold_percent: u8 },
+    /// Read the seed's metadata layer into ibu's workspace.
+    FetchSeedMeta { image: String },
+    /// Fetch the ostree objects this host lacks and import the seed's commit.
+    ImportOstree {
+        image: String,
+        commit: String,
+        stateroot: String,
+    },
+    /// `os-init` the new stateroot and deploy the commit there, not as the default.
+    DeployStateroot {
+        image: String,
+        stateroot: String,
+        commit: String,
+        kargs: Vec<String>,
+    },
+    /// The seed's `/var` becomes the new stateroot's `/var`.
+    RestoreVar { image: String, stateroot: String },
+    /// The seed's `/etc` changes and deletions into the new deployment's `/etc`.
+    RestoreEtc {
+        image: String,
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Pull the seed's images (and any additional images) that are not present yet.
+    Precache { image: String },
     /// Remove every stateroot but the booted one, and ibu's workspace (abort or finalize).
     Cleanup {
         kind: CleanupKind,
@@ -49,10 +78,28 @@ pub enum CleanupKind {
     Finalize,
 }
 
+pub const STEP_PREP_CHECKS: &str = "PrepChecks";
+pub const STEP_INSPECT_SEED: &str = "InspectSeed";
+pub const STEP_SEED_CHECKS: &str = "SeedChecks";
+pub const STEP_IMAGE_CLEANUP: &str = "ImageCleanup";
+pub const STEP_FETCH_SEED_META: &str = "FetchSeedMeta";
+pub const STEP_IMPORT_OSTREE: &str = "ImportOstree";
+pub const STEP_DEPLOY_STATEROOT: &str = "DeployStateroot";
+pub const STEP_RESTORE_VAR: &str = "RestoreVar";
+pub const STEP_RESTORE_ETC: &str = "RestoreEtc";
+pub const STEP_PRECACHE: &str = "Precache";
+
 impl Step {
     pub fn name(&self) -> &'static str {
         match self {
+            Step::InspectSeed { .. } => STEP_INSPECT_SEED,
             Step::ImageCleanup { .. } => STEP_IMAGE_CLEANUP,
+            Step::FetchSeedMeta { .. } => STEP_FETCH_SEED_META,
+            Step::ImportOstree { .. } => STEP_IMPORT_OSTREE,
+            Step::DeployStateroot { .. } => STEP_DEPLOY_STATEROOT,
+            Step::RestoreVar { .. } => STEP_RESTORE_VAR,
+            Step::RestoreEtc { .. } => STEP_RESTORE_ETC,
+            Step::Precache { .. } => STEP_PRECACHE,
             Step::Cleanup {
                 kind: CleanupKind::Abort,
                 ..
@@ -66,17 +113,41 @@ impl Step {
 
     pub fn stage(&self) -> Stage {
         match self {
-            Step::ImageCleanup { .. } => Stage::Prep,
             Step::Cleanup { .. } => Stage::Idle,
+            _ => Stage::Prep,
         }
     }
 
     /// What the step is about to do, for `ibu plan` and the logs.
     pub fn describe(&self) -> String {
         match self {
+            Step::InspectSeed { image } => {
+                format!("read the labels of seed {image} and check it against this host")
+            }
             Step::ImageCleanup { threshold_percent } => format!(
                 "delete unused container images until container storage is at or below {threshold_percent}%"
             ),
+            Step::FetchSeedMeta { image } => format!("read the metadata layer of seed {image}"),
+            Step::ImportOstree {
+                commit, stateroot, ..
+            } => format!(
+                "fetch the ostree objects of commit {commit} this host lacks and import it for stateroot {stateroot}"
+            ),
+            Step::DeployStateroot {
+                stateroot, kargs, ..
+            } => format!(
+                "create stateroot {stateroot} and deploy the seed's commit there, not as default (kernel arguments: {})",
+                kargs.join(" ")
+            ),
+            Step::RestoreVar { stateroot, .. } => {
+                format!("restore the seed's /var into stateroot {stateroot}")
+            }
+            Step::RestoreEtc { stateroot, .. } => {
+                format!("apply the seed's /etc changes to the new deployment in {stateroot}")
+            }
+            Step::Precache { .. } => {
+                "pull the seed's container images that are not present yet".into()
+            }
             Step::Cleanup {
                 kind,
                 keep_stateroot,
@@ -90,9 +161,6 @@ impl Step {
         }
     }
 }
-
-pub const STEP_PREP_CHECKS: &str = "PrepChecks";
-pub const STEP_IMAGE_CLEANUP: &str = "ImageCleanup";
 
 /// What the planner decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,11 +195,23 @@ pub struct Plan {
 #[error("{0}")]
 pub struct SpecRejected(pub String);
 
+/// What a step learned that the recorded state must keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepData {
+    Seed(Box<SeedRecord>),
+    Deployment(DeploymentRecord),
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded {
         message: String,
+    },
+    /// Succeeded, with something to record.
+    Produced {
+        message: String,
+        data: StepData,
     },
     /// Finished, but with something the user should see.
     Warning {
@@ -146,6 +226,7 @@ impl Outcome {
     pub fn message(&self) -> &str {
         match self {
             Outcome::Succeeded { message }
+            | Outcome::Produced { message, .. }
             | Outcome::Warning { message }
             | Outcome::Failed { message } => message,
         }
@@ -355,6 +436,8 @@ fn on_accepted(
                     stateroot: stateroot_name(&os_id, &seed.version),
                     version: seed.version.clone(),
                     image: seed.image.clone(),
+                    seed: None,
+                    deployment: None,
                 });
             }
         }
@@ -427,8 +510,8 @@ pub fn record(
         now,
     };
     match step {
-        Step::ImageCleanup { .. } => prep::record_image_cleanup(rec, cx, outcome),
         Step::Cleanup { kind, .. } => idle::record_cleanup(rec, desired, cx, *kind, outcome),
+        _ => prep::record_outcome(rec, cx, step, outcome),
     }
     rec.status.last_step = Some(StepRecord {
         name: step.name().to_string(),

@@ -1,150 +1,131 @@
-//! Planning the Prep stage: checks first, then image cleanup, then the stateroot.
+//! Planning the Prep stage: a convergent sequence of steps, each resumable.
 //!
-//! The checks are pure functions of facts, so the planner evaluates them itself and records each
-//! in `status.checks`; a failing check fails Prep with LCA's message before anything heavy runs.
-//! Each finished step leaves a marker in `progress`, so a restarted ibu (crash, reboot) resumes
-//! at the first step not yet done instead of failing Prep as LCA does.
+//! | # | step | kind | on failure |
+//! |---|---|---|---|
+//! | 1 | `PrepChecks` | pure: container storage mount, newer version, free space | Prep failed |
+//! | 2 | `InspectSeed` | reads the seed's config (labels) without pulling | Prep failed |
+//! | 3 | `SeedChecks` | pure: format, version, arch, CPUs, IP family, proxy, FIPS, storage target, space | Prep failed |
+//! | 4 | `ImageCleanup` | LCA's cleanup when above the threshold | warning only |
+//! | 5 | `FetchSeedMeta` | the seed's metadata layer into the workspace | Prep failed |
+//! | 6 | `ImportOstree` | only the missing ostree objects; the commit imported | Prep failed |
+//! | 7 | `DeployStateroot` | `os-init` + deploy, not default, `ibu=<version>` karg | Prep failed |
+//! | 8 | `RestoreVar` | the seed's `/var` into the new stateroot | Prep failed |
+//! | 9 | `RestoreEtc` | the seed's `/etc` changes and deletions into the new deployment | Prep failed |
+//! | 10 | `Precache` | pull missing images, skip present ones | Prep failed if any pull failed |
+//!
+//! Every finished step leaves a marker in `progress`; the planner picks the first step without
+//! one, so a killed ibu or a reboot continues where it stopped (LCA fails Prep instead). Steps
+//! 5–10 are idempotent on their own (staged objects, re-extracted layers, a deployment found by
+//! its `ibu=` argument, present images skipped), so a crash inside a step is harmless too.
+//! Phases `Stateroot` (5–9) and `Precache` (10) are timed in `status.history` as LCA does.
 
 use anyhow::Result;
 
-use super::{Decision, Outcome, Pass, STEP_IMAGE_CLEANUP, STEP_PREP_CHECKS, Step};
-use crate::checks::{self, CHECK_TARGET_VERSION, CheckOutcome};
-use crate::facts::Observe;
-use crate::humanize;
-use crate::spec::{Desired, Stage};
-use crate::status::CheckResult;
+use super::prep_checks::{CHECK_IMAGE_CLEANUP, prep_checks};
+use super::{
+    Decision, Outcome, Pass, STEP_DEPLOY_STATEROOT, STEP_FETCH_SEED_META, STEP_IMAGE_CLEANUP,
+    STEP_IMPORT_OSTREE, STEP_INSPECT_SEED, STEP_PRECACHE, STEP_PREP_CHECKS, STEP_RESTORE_ETC,
+    STEP_RESTORE_VAR, STEP_SEED_CHECKS, Step, StepData,
+};
+use crate::checks::{self, CheckOutcome};
+use crate::seed::compat::{self, Host};
+use crate::spec::Stage;
 use crate::status::conditions::Ctx;
-use crate::status::store::Recorded;
+use crate::status::history::{PHASE_PRECACHE, PHASE_STATEROOT};
+use crate::status::store::{Recorded, Target};
+use crate::status::{Check, CheckResult};
 
-/// Head-room added to the space estimates of the free-space checks.
-pub const FREE_SPACE_MARGIN_PERCENT: u64 = 10;
+/// Prep's steps, in order.
+pub const PREP_STEPS: [&str; 10] = [
+    STEP_PREP_CHECKS,
+    STEP_INSPECT_SEED,
+    STEP_SEED_CHECKS,
+    STEP_IMAGE_CLEANUP,
+    STEP_FETCH_SEED_META,
+    STEP_IMPORT_OSTREE,
+    STEP_DEPLOY_STATEROOT,
+    STEP_RESTORE_VAR,
+    STEP_RESTORE_ETC,
+    STEP_PRECACHE,
+];
 
-/// The steps of Prep implemented so far, in order.
-const PREP_STEPS: [&str; 2] = [STEP_PREP_CHECKS, STEP_IMAGE_CLEANUP];
+pub const PREP_COMPLETED_MESSAGE: &str = "Prep stage completed successfully";
 
-pub const CHECK_CONTAINER_STORAGE: &str = "ContainerStorageMount";
-pub const CHECK_FREE_SPACE_SYSROOT: &str = "FreeSpaceSysroot";
-pub const CHECK_FREE_SPACE_BOOT: &str = "FreeSpaceBoot";
-pub const CHECK_IMAGE_CLEANUP: &str = "ImageCleanup";
-
-fn with_margin(bytes: u64) -> u64 {
-    checks::with_margin(bytes, FREE_SPACE_MARGIN_PERCENT)
+fn upcoming(after: &str) -> Vec<&'static str> {
+    PREP_STEPS
+        .iter()
+        .skip_while(|s| **s != after)
+        .skip(1)
+        .copied()
+        .collect()
 }
 
-/// Prep's checks before anything heavy (LCA §4 steps 2–3, plus free space, which LCA lacks).
-///
-/// Free-space estimate: a seed of the same OS is about the size of the running OS, so the new
-/// stateroot needs about the running deployment's size in `/sysroot` and its kernel and
-/// initramfs in `/boot`, each plus [`FREE_SPACE_MARGIN_PERCENT`]. (Once the seed's labels are
-/// read, Prep re-checks with the seed's own sizes.)
-pub fn prep_checks(desired: &Desired, facts: &dyn Observe) -> Result<Vec<CheckOutcome>> {
-    let mut out = Vec::new();
-
-    let storage = facts.storage()?;
-    out.push(match &storage.container_storage {
-        Some(m) => CheckOutcome::new(
-            CHECK_CONTAINER_STORAGE,
-            true,
-            format!(
-                "{} is its own mount ({} on {})",
-                m.mount_point.display(),
-                m.fs_type,
-                m.source
-            ),
-        ),
-        None => CheckOutcome::new(
-            CHECK_CONTAINER_STORAGE,
-            false,
-            "container storage mountpoint target not found",
-        ),
-    });
-
-    let running = facts.ostree()?.running_version().map(str::to_string);
-    out.push(version_check(desired, running.as_deref()));
-
-    let fp = facts.footprint()?;
-    for (name, what, usage, need, basis) in [
-        (
-            CHECK_FREE_SPACE_SYSROOT,
-            "/sysroot",
-            storage.sysroot,
-            with_margin(fp.deployment_bytes),
-            "the running deployment",
-        ),
-        (
-            CHECK_FREE_SPACE_BOOT,
-            "/boot",
-            storage.boot,
-            with_margin(fp.boot_bytes),
-            "the running kernel and initramfs",
-        ),
-    ] {
-        let avail = usage.available_bytes();
-        let detail = format!(
-            "{} available, {} needed (size of {basis} + {FREE_SPACE_MARGIN_PERCENT}%)",
-            humanize::bytes(avail),
-            humanize::bytes(need)
-        );
-        out.push(if avail >= need {
-            CheckOutcome::new(name, true, format!("{what}: {detail}"))
-        } else {
-            CheckOutcome::new(
-                name,
-                false,
-                format!("not enough free space on {what}: {detail}"),
-            )
-        });
+/// The seed reference pinned to the digest read by `InspectSeed`.
+pub fn pinned_image(target: &Target) -> String {
+    match (&target.seed, crate::spec::ImageRef::parse(&target.image)) {
+        (Some(seed), Ok(r)) => format!("{}@{}", r.name(), seed.manifest_digest),
+        _ => target.image.clone(),
     }
-    Ok(out)
 }
 
-/// The seed must be semver-greater than the running OS.
-fn version_check(desired: &Desired, running: Option<&str>) -> CheckOutcome {
-    match &desired.seed {
-        Some(seed) => checks::version_newer(&seed.version, running),
-        None => CheckOutcome::failed(
-            CHECK_TARGET_VERSION,
-            "spec.seedImageRef.version is required for Prep",
-        ),
+/// Record checks; on failure fail Prep. `Some(decision)` when Prep must stop here.
+fn record_checks(pass: &mut Pass<'_>, checks: &[CheckOutcome]) -> Option<Decision> {
+    for c in checks {
+        pass.record_check(c.name, c.result, c.message.clone());
     }
+    let msg = checks::failure_message(checks)?;
+    pass.rec.status.set_prep_failed(pass.cx, &msg);
+    Some(Decision::Blocked {
+        reason: format!("Prep failed: {msg}"),
+    })
+}
+
+fn run(step: Step) -> Result<(Decision, Vec<&'static str>)> {
+    let up = upcoming(step.name());
+    Ok((Decision::Run(step), up))
 }
 
 /// The next thing to do in Prep.
 pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)> {
     let stage = Stage::Prep;
-    let upcoming = |after: &str| -> Vec<&'static str> {
-        PREP_STEPS
-            .iter()
-            .skip_while(|s| **s != after)
-            .skip(1)
-            .copied()
-            .collect()
-    };
+    let done = |pass: &Pass<'_>, step: &str| pass.rec.progress.is_done(stage, step);
 
-    if !pass.rec.progress.is_done(stage, STEP_PREP_CHECKS) {
+    if !done(pass, STEP_PREP_CHECKS) {
         let checks = prep_checks(pass.desired, pass.facts)?;
-        let failed: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.result == CheckResult::Failed)
-            .map(|c| c.message.as_str())
-            .collect();
-        let msg = failed.join("; ");
-        for c in &checks {
-            pass.record_check(c.name, c.result, c.message.clone());
-        }
-        if !failed.is_empty() {
-            pass.rec.status.set_prep_failed(pass.cx, &msg);
-            return Ok((
-                Decision::Blocked {
-                    reason: format!("Prep failed: {msg}"),
-                },
-                vec![],
-            ));
+        if let Some(d) = record_checks(pass, &checks) {
+            return Ok((d, vec![]));
         }
         pass.rec.progress.mark_done(stage, STEP_PREP_CHECKS);
     }
 
-    if !pass.rec.progress.is_done(stage, STEP_IMAGE_CLEANUP) {
+    let Some(target) = pass.rec.target.clone() else {
+        let reason = "Prep is in progress without a seed (spec.seedImageRef)".to_string();
+        pass.rec.status.set_prep_failed(pass.cx, &reason);
+        return Ok((Decision::Blocked { reason }, vec![]));
+    };
+    let Some(seed) = target.seed.clone() else {
+        return run(Step::InspectSeed {
+            image: target.image.clone(),
+        });
+    };
+    let image = pinned_image(&target);
+
+    if !done(pass, STEP_SEED_CHECKS) {
+        let ostree = pass.facts.ostree()?;
+        let host = Host {
+            host: pass.facts.host()?,
+            storage: pass.facts.storage()?,
+            running_version: ostree.running_version(),
+            missing_images_bytes: None,
+        };
+        let checks = compat::check_info(&seed.info, Some(&target.version), &host);
+        if let Some(d) = record_checks(pass, &checks) {
+            return Ok((d, vec![]));
+        }
+        pass.rec.progress.mark_done(stage, STEP_SEED_CHECKS);
+    }
+
+    if !done(pass, STEP_IMAGE_CLEANUP) {
         let cleanup = &pass.desired.image_cleanup;
         if !cleanup.on_prep {
             pass.record_check(
@@ -153,20 +134,18 @@ pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)>
                 "disabled by annotation image-cleanup.lca.openshift.io/on-prep: Disabled".into(),
             );
         } else {
-            let storage = pass.facts.storage()?;
-            let usage = storage
+            let usage = pass
+                .facts
+                .storage()?
                 .container_storage
                 .as_ref()
                 .map(|m| m.usage)
                 .unwrap_or_default();
             let threshold = cleanup.disk_usage_threshold_percent;
             if crate::images::cleanup::needed(&usage, cleanup) {
-                return Ok((
-                    Decision::Run(Step::ImageCleanup {
-                        threshold_percent: threshold,
-                    }),
-                    upcoming(STEP_IMAGE_CLEANUP),
-                ));
+                return run(Step::ImageCleanup {
+                    threshold_percent: threshold,
+                });
             }
             pass.record_check(
                 CHECK_IMAGE_CLEANUP,
@@ -180,33 +159,137 @@ pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)>
         pass.rec.progress.mark_done(stage, STEP_IMAGE_CLEANUP);
     }
 
+    let now = pass.cx.now;
+    pass.rec.status.start_phase(stage, PHASE_STATEROOT, now);
+    let stateroot = target.stateroot.clone();
+    if !done(pass, STEP_FETCH_SEED_META) {
+        return run(Step::FetchSeedMeta { image });
+    }
+    if !done(pass, STEP_IMPORT_OSTREE) {
+        return run(Step::ImportOstree {
+            image,
+            commit: seed.info.ostree_commit.clone(),
+            stateroot,
+        });
+    }
+    if !done(pass, STEP_DEPLOY_STATEROOT) {
+        let mut kargs: Vec<String> = seed.info.kernel_args.clone();
+        kargs.push(format!("ibu={}", target.version));
+        return run(Step::DeployStateroot {
+            image,
+            stateroot,
+            commit: seed.info.ostree_commit.clone(),
+            kargs,
+        });
+    }
+    if !done(pass, STEP_RESTORE_VAR) {
+        return run(Step::RestoreVar { image, stateroot });
+    }
+    if !done(pass, STEP_RESTORE_ETC) {
+        let Some(deployment) = target.deployment.clone() else {
+            let reason = "internal: the new deployment was not recorded; Idle aborts".to_string();
+            pass.rec.status.set_prep_failed(pass.cx, &reason);
+            return Ok((Decision::Blocked { reason }, vec![]));
+        };
+        return run(Step::RestoreEtc {
+            image,
+            stateroot,
+            deployment,
+        });
+    }
+    pass.rec.status.stop_phase(stage, PHASE_STATEROOT, now);
+    pass.rec.status.start_phase(stage, PHASE_PRECACHE, now);
+    if !done(pass, STEP_PRECACHE) {
+        return run(Step::Precache { image });
+    }
+    pass.rec.status.stop_phase(stage, PHASE_PRECACHE, now);
+    complete(pass);
     Ok((
-        Decision::Blocked {
-            reason: "Prep cannot continue: setting up the new stateroot from the seed image is \
-                     not implemented in this version of ibu"
-                .into(),
+        Decision::Converged {
+            summary: PREP_COMPLETED_MESSAGE.into(),
         },
         vec![],
     ))
 }
 
-/// Image cleanup never fails Prep: a failure is recorded as a warning and Prep moves on.
-pub(super) fn record_image_cleanup(rec: &mut Recorded, cx: Ctx, outcome: &Outcome) {
-    let (result, message) = match outcome {
-        Outcome::Succeeded { message } => (CheckResult::Passed, message.clone()),
-        Outcome::Warning { message } => (CheckResult::Warning, message.clone()),
-        Outcome::Failed { message } => (
-            CheckResult::Warning,
-            format!("image cleanup failed, continuing without it: {message}"),
-        ),
-    };
-    let checks = &mut rec.status.checks;
-    checks.retain(|c| c.name != CHECK_IMAGE_CLEANUP);
-    checks.push(crate::status::Check {
-        name: CHECK_IMAGE_CLEANUP.into(),
+/// All steps done: PrepCompleted True, the stage's history closed.
+fn complete(pass: &mut Pass<'_>) {
+    let cx = pass.cx;
+    let precache = pass
+        .rec
+        .status
+        .checks
+        .iter()
+        .find(|c| c.name == STEP_PRECACHE)
+        .map(|c| c.message.clone());
+    pass.rec
+        .status
+        .set_prep_completed(cx, PREP_COMPLETED_MESSAGE);
+    if let Some(summary) = precache {
+        // LCA reports the precache count with the completion; keep it in PrepInProgress.
+        pass.rec
+            .status
+            .set_prep_in_progress_message(cx, &format!("Prep completed: {summary}"));
+    }
+    pass.rec.status.stop_stage_history(Stage::Prep, cx.now);
+}
+
+fn set_check(rec: &mut Recorded, cx: Ctx, name: &str, result: CheckResult, message: String) {
+    rec.status.checks.retain(|c| c.name != name);
+    rec.status.checks.push(Check {
+        name: name.into(),
         result,
         message,
         time: cx.now,
     });
-    rec.progress.mark_done(Stage::Prep, STEP_IMAGE_CLEANUP);
+}
+
+/// Apply a Prep step's outcome. Every step but the image cleanup fails Prep when it fails.
+pub(super) fn record_outcome(rec: &mut Recorded, cx: Ctx, step: &Step, outcome: &Outcome) {
+    let name = step.name();
+    if let Step::ImageCleanup { .. } = step {
+        let (result, message) = match outcome {
+            Outcome::Succeeded { message } | Outcome::Produced { message, .. } => {
+                (CheckResult::Passed, message.clone())
+            }
+            Outcome::Warning { message } => (CheckResult::Warning, message.clone()),
+            Outcome::Failed { message } => (
+                CheckResult::Warning,
+                format!("image cleanup failed, continuing without it: {message}"),
+            ),
+        };
+        set_check(rec, cx, CHECK_IMAGE_CLEANUP, result, message);
+        rec.progress.mark_done(Stage::Prep, name);
+        return;
+    }
+    match outcome {
+        Outcome::Failed { message } => {
+            let msg = match step {
+                Step::InspectSeed { .. } => {
+                    format!("failed to validate seed image info: {message}")
+                }
+                _ => message.clone(),
+            };
+            rec.status.set_prep_failed(cx, &msg);
+            if let Step::Precache { .. } = step {
+                set_check(rec, cx, STEP_PRECACHE, CheckResult::Failed, message.clone());
+            }
+        }
+        Outcome::Produced { data, .. } => {
+            match (data, rec.target.as_mut()) {
+                (StepData::Seed(s), Some(t)) => t.seed = Some((**s).clone()),
+                (StepData::Deployment(d), Some(t)) => t.deployment = Some(d.clone()),
+                _ => {}
+            }
+            rec.progress.mark_done(Stage::Prep, name);
+        }
+        Outcome::Succeeded { message } | Outcome::Warning { message } => {
+            if let Step::Precache { .. } = step {
+                // The precache summary stays visible in the PrepInProgress message.
+                set_check(rec, cx, STEP_PRECACHE, CheckResult::Passed, message.clone());
+                rec.status.set_prep_in_progress(cx, message);
+            }
+            rec.progress.mark_done(Stage::Prep, name);
+        }
+    }
 }

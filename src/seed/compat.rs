@@ -98,10 +98,21 @@ pub fn check(
     desired_version: Option<&str>,
     host: &Host<'_>,
 ) -> (Option<SeedInfo>, Vec<CheckOutcome>) {
-    let info = match seed_info(labels) {
-        Ok(i) => i,
-        Err(e) => return (None, vec![CheckOutcome::failed(CHECK_SEED_FORMAT, e)]),
-    };
+    match seed_info(labels) {
+        Ok(info) => {
+            let checks = check_info(&info, desired_version, host);
+            (Some(info), checks)
+        }
+        Err(e) => (None, vec![CheckOutcome::failed(CHECK_SEED_FORMAT, e)]),
+    }
+}
+
+/// Every compatibility check of a seed whose labels were already read.
+pub fn check_info(
+    info: &SeedInfo,
+    desired_version: Option<&str>,
+    host: &Host<'_>,
+) -> Vec<CheckOutcome> {
     let mut out = vec![CheckOutcome::passed(
         CHECK_SEED_FORMAT,
         format!(
@@ -252,7 +263,7 @@ pub fn check(
         }
         out.push(c);
     }
-    (Some(info), out)
+    out
 }
 
 #[cfg(test)]

@@ -83,7 +83,11 @@ pub fn read_meta(
         },
     )
     .with_context(|| format!("extracting the seed's metadata layer {}", layer.digest))?;
-    let meta = workdir.join("meta");
+    parse_meta(&workdir.join("meta"))
+}
+
+/// Parse a metadata layer already extracted at `meta` (by [`read_meta`]).
+pub fn parse_meta(meta: &Path) -> Result<SeedMeta> {
     let read = |p: &str| {
         std::fs::read_to_string(meta.join(p))
             .with_context(|| format!("the seed's metadata layer has no readable {p}"))

@@ -250,6 +250,17 @@ impl Status {
         );
     }
 
+    /// Change the message of the PrepInProgress condition of a completed Prep.
+    pub fn set_prep_in_progress_message(&mut self, cx: Ctx, msg: &str) {
+        self.set(
+            cx,
+            ConditionType::PrepInProgress,
+            Reason::Completed,
+            false,
+            msg,
+        );
+    }
+
     pub fn set_upgrade_in_progress(&mut self, cx: Ctx, msg: &str) {
         self.set(
             cx,

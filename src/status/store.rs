@@ -69,6 +69,29 @@ pub struct Target {
     pub stateroot: String,
     pub version: String,
     pub image: String,
+    /// The seed as inspected (its labels were read without pulling it): every later fetch
+    /// uses this manifest digest, so a tag moved in the registry cannot mix two seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedRecord>,
+    /// The deployment Prep made in the new stateroot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentRecord>,
+}
+
+/// What Prep learned from the seed's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedRecord {
+    pub manifest_digest: String,
+    pub info: crate::seed::format::SeedInfo,
+}
+
+/// The deployment Prep made in the new stateroot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentRecord {
+    pub checksum: String,
+    pub serial: i32,
 }
 
 /// Everything in `state.yaml`.

@@ -275,6 +275,8 @@ mod tests {
                         stateroot: "debian_1.1.0".into(),
                         version: "1.1.0".into(),
                         image: "quay.io/x/seed:1.1.0".into(),
+                        seed: None,
+                        deployment: None,
                     })
                 },
                 &["(target quay.io/x/seed:1.1.0 1.1.0 recorded in stateroot debian_1.1.0)"],

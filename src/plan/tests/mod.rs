@@ -13,10 +13,13 @@ use crate::facts::*;
 use crate::spec::{ObjectRef, SeedRef};
 use crate::status::{CheckResult, ConditionStatus, ConditionType, Reason};
 
+mod prep;
+
 #[derive(Default)]
 struct Fixed {
     ostree: Option<OstreeFacts>,
     storage: Option<StorageFacts>,
+    host: Option<HostFacts>,
     footprint: Option<Footprint>,
     asked: RefCell<Vec<&'static str>>,
 }
@@ -39,7 +42,7 @@ impl Observe for Fixed {
         self.get("storage", &self.storage)
     }
     fn host(&self) -> Result<&HostFacts> {
-        bail!("host facts are not needed by the planner yet")
+        self.get("host", &self.host)
     }
     fn containers(&self) -> Result<&ContainerFacts> {
         bail!("container facts are not needed by the planner")
@@ -102,10 +105,27 @@ fn storage(containers_percent: Option<u64>) -> StorageFacts {
     }
 }
 
+fn host() -> HostFacts {
+    HostFacts {
+        hostname: "node-1".into(),
+        architecture: "x86_64".into(),
+        cpu: CpuTopology {
+            sockets: 1,
+            cores: 2,
+            threads: 2,
+        },
+        fips: false,
+        proxy: false,
+        node_ips: vec!["192.0.2.10".parse().unwrap()],
+        ip_family: IpFamily::IPv4,
+    }
+}
+
 fn prep_facts(containers_percent: Option<u64>) -> Fixed {
     Fixed {
         ostree: Some(ostree_old_booted()),
         storage: Some(storage(containers_percent)),
+        host: Some(host()),
         footprint: Some(Footprint {
             deployment_bytes: GIB,
             boot_bytes: 60 * 1024 * 1024,
@@ -207,99 +227,6 @@ fn converged_rerun_changes_nothing_and_reads_nothing() {
 }
 
 #[test]
-fn prep_starts_with_checks_then_cleanup_when_above_threshold() {
-    let r = idle_recorded();
-    let f = prep_facts(Some(72));
-    let p = plan_ok(&desired(Stage::Prep), &r, &f);
-    assert_eq!(
-        p.decision,
-        Decision::Run(Step::ImageCleanup {
-            threshold_percent: 50
-        })
-    );
-    let rec = &p.recorded;
-    assert_eq!(rec.generation, 2);
-    assert_eq!(
-        cond(rec, ConditionType::Idle),
-        (
-            ConditionStatus::False,
-            Reason::InProgress,
-            "In progress".into()
-        )
-    );
-    assert_eq!(
-        cond(rec, ConditionType::PrepInProgress),
-        (
-            ConditionStatus::True,
-            Reason::InProgress,
-            "In progress".into()
-        )
-    );
-    let names: Vec<(&str, CheckResult)> = rec
-        .status
-        .checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.result))
-        .collect();
-    assert_eq!(
-        names,
-        vec![
-            ("ContainerStorageMount", CheckResult::Passed),
-            ("TargetVersion", CheckResult::Passed),
-            ("FreeSpaceSysroot", CheckResult::Passed),
-            ("FreeSpaceBoot", CheckResult::Passed),
-        ]
-    );
-    assert!(rec.progress.is_done(Stage::Prep, STEP_PREP_CHECKS));
-    assert_eq!(rec.target.as_ref().unwrap().stateroot, "debian_1.1.0");
-    assert_eq!(rec.status.history.len(), 1);
-    assert_eq!(rec.status.history[0].stage, Stage::Prep);
-    assert_eq!(rec.status.valid_next_stages, vec![Stage::Idle]);
-}
-
-#[test]
-fn cleanup_skipped_below_threshold_or_disabled() {
-    let (_, p) = prep_running();
-    let c = p.recorded.status.checks.last().unwrap();
-    assert_eq!(
-        (c.name.as_str(), c.result),
-        ("ImageCleanup", CheckResult::Skipped)
-    );
-    assert!(c.message.contains("10%"), "{}", c.message);
-    assert!(p.recorded.progress.is_done(Stage::Prep, STEP_IMAGE_CLEANUP));
-    assert!(matches!(p.decision, Decision::Blocked { .. }));
-
-    let mut d = desired(Stage::Prep);
-    d.image_cleanup.on_prep = false;
-    let p = plan_ok(&d, &idle_recorded(), &prep_facts(Some(99)));
-    let c = p.recorded.status.checks.last().unwrap();
-    assert_eq!(
-        (c.name.as_str(), c.result),
-        ("ImageCleanup", CheckResult::Skipped)
-    );
-    assert!(c.message.contains("Disabled"));
-}
-
-#[test]
-fn threshold_comes_from_the_desired_state() {
-    let mut d = desired(Stage::Prep);
-    d.image_cleanup.disk_usage_threshold_percent = 80;
-    let p = plan_ok(&d, &idle_recorded(), &prep_facts(Some(72)));
-    assert!(
-        matches!(p.decision, Decision::Blocked { .. }),
-        "72% <= 80%: no cleanup"
-    );
-    let p = plan_ok(&d, &idle_recorded(), &prep_facts(Some(81)));
-    assert_eq!(
-        p.decision,
-        Decision::Run(Step::ImageCleanup {
-            threshold_percent: 80
-        })
-    );
-}
-
-/// Each failing check fails Prep with its message; nothing is run.
-#[test]
 fn failing_checks_fail_prep() {
     struct Case {
         name: &'static str,
@@ -394,71 +321,6 @@ fn failing_checks_fail_prep() {
         assert_eq!(
             again.recorded.status.conditions,
             p.recorded.status.conditions
-        );
-    }
-}
-
-#[test]
-fn resumed_prep_does_not_redo_checks() {
-    let r = idle_recorded();
-    let p = plan_ok(&desired(Stage::Prep), &r, &prep_facts(Some(72)));
-    // Crash before the cleanup ran: the next run goes straight to the cleanup, reading only
-    // storage facts (no footprint, no ostree).
-    let f = Fixed {
-        storage: Some(storage(Some(72))),
-        ..Fixed::default()
-    };
-    let again = plan_ok(&desired(Stage::Prep), &p.recorded, &f);
-    assert_eq!(again.decision, p.decision);
-    assert_eq!(*f.asked.borrow(), vec!["storage"]);
-}
-
-#[test]
-fn cleanup_outcomes_never_fail_prep() {
-    let r = idle_recorded();
-    let d = desired(Stage::Prep);
-    let f = prep_facts(Some(72));
-    let p = plan_ok(&d, &r, &f);
-    let Decision::Run(step) = p.decision.clone() else {
-        panic!()
-    };
-    for (outcome, want) in [
-        (
-            Outcome::Succeeded {
-                message: "removed 3 images".into(),
-            },
-            CheckResult::Passed,
-        ),
-        (
-            Outcome::Warning {
-                message: "ran out of candidates".into(),
-            },
-            CheckResult::Warning,
-        ),
-        (
-            Outcome::Failed {
-                message: "podman exploded".into(),
-            },
-            CheckResult::Warning,
-        ),
-    ] {
-        let mut rec = p.recorded.clone();
-        record(&mut rec, &d, &f, &step, &outcome, t(100), t(110)).unwrap();
-        let c = rec.status.checks.last().unwrap();
-        assert_eq!((c.name.as_str(), c.result), ("ImageCleanup", want));
-        assert!(c.message.contains(outcome.message()));
-        assert!(
-            rec.status.is_stage_in_progress(Stage::Prep),
-            "Prep still in progress"
-        );
-        assert!(!rec.status.is_stage_failed(Stage::Prep));
-        assert_eq!(rec.status.last_step.as_ref().unwrap().name, "ImageCleanup");
-        // The next pass moves past the cleanup even though usage is still high.
-        let next = plan_ok(&d, &rec, &prep_facts(Some(72)));
-        assert!(
-            matches!(next.decision, Decision::Blocked { .. }),
-            "{:?}",
-            next.decision
         );
     }
 }
