@@ -218,6 +218,16 @@ pub struct TestSysroot {
 impl TestSysroot {
     /// `ostree admin init-fs` and `sysroot.bootloader none` in a fresh temporary directory.
     pub fn new() -> Result<TestSysroot> {
+        TestSysroot::create(None)
+    }
+
+    /// Like [`TestSysroot::new`], with the whole sysroot on its own filesystem `fs` (to run it
+    /// out of space).
+    pub fn new_on(fs: TestFs) -> Result<TestSysroot> {
+        TestSysroot::create(Some(fs))
+    }
+
+    fn create(fs: Option<TestFs>) -> Result<TestSysroot> {
         let dir = tempfile::Builder::new()
             .prefix("ibu-sysroot-")
             .tempdir()
@@ -230,6 +240,10 @@ impl TestSysroot {
             .path()
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.path().display()))?;
+        let mut mounts = Vec::new();
+        if let Some(fs) = fs {
+            mounts.push(Mount::new(fs, &root, scratch.path())?);
+        }
         let sh = sh()?;
         run(cmd!(sh, "ostree admin init-fs {root}"))?;
         let repo = root.join("ostree/repo");
@@ -240,7 +254,7 @@ impl TestSysroot {
         // A test sysroot never needs to survive a power cut; skipping fsync halves deploy time.
         run(cmd!(sh, "ostree config --repo={repo} set core.fsync false"))?;
         Ok(TestSysroot {
-            mounts: Vec::new(),
+            mounts,
             commits: BTreeMap::new(),
             root,
             scratch,
