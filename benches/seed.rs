@@ -12,6 +12,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/os.rs"]
+mod os;
 #[path = "support/results.rs"]
 mod results;
 
@@ -30,57 +32,6 @@ fn benchmarking() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
-/// Deterministic pseudo-random bytes (xorshift), half of the files compressible text.
-fn content(seed: u64, len: usize, text: bool) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    const WORDS: [&str; 8] = [
-        "ostree ", "seed ", "node ", "upgrade ", "kernel ", "etc ", "var ", "image ",
-    ];
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        let r = next();
-        if text {
-            v.extend_from_slice(WORDS[(r % 8) as usize].as_bytes());
-        } else {
-            v.extend_from_slice(&r.to_le_bytes());
-        }
-    }
-    v.truncate(len);
-    v
-}
-
-/// An OS of `files` files; `generation` 1 changes every 10th file, drops 10 and adds 20.
-fn os(name: &str, version: &str, files: usize, generation: u64) -> CommitSpec {
-    let mut spec = CommitSpec::new(name, version).payload_bytes(0);
-    for i in 0..files {
-        if generation == 1 && i % 200 == 7 {
-            continue; // removed in B
-        }
-        let changed = generation == 1 && i % 10 == 3;
-        let size = 1024 + (i * 7919) % (128 * 1024);
-        let seed = i as u64 * 31 + if changed { 1_000_003 } else { 0 };
-        spec = spec.file(
-            format!("usr/lib/bench/{:02}/f{i:05}", i % 64),
-            content(seed, size, i % 2 == 0),
-        );
-    }
-    if generation == 1 {
-        for j in 0..20 {
-            spec = spec.file(
-                format!("usr/lib/bench/new/n{j:03}"),
-                content(50_000 + j, 32 * 1024, false),
-            );
-        }
-    }
-    spec
-}
-
 fn dir_bytes(p: &Path) -> Result<u64> {
     let out = Command::new("du").args(["-sb"]).arg(p).output()?;
     let s = String::from_utf8_lossy(&out.stdout);
@@ -95,7 +46,7 @@ fn main() -> Result<()> {
     let files = if benchmarking() { 2000 } else { 60 };
     // The seed host runs B.
     let mut seed = TestSysroot::new()?;
-    let tree_b = os("b", "1.1.0", files, 1);
+    let tree_b = os::os("b", "1.1.0", files, 1);
     seed.commit(tree_b)?;
     let d = seed.deploy("debian", "b", &Deploy::new())?;
     seed.boot(&d)?;
@@ -143,16 +94,8 @@ fn main() -> Result<()> {
         let meta = fetch::read_meta(&src, &manifest, work.path())?;
         let repo = ostree::Repo::new_for_path(target.repo());
         repo.open(ostree::gio::Cancellable::NONE)?;
-        let staging = work.path().join("staging");
-        let stats = fetch::fetch_objects(
-            &src,
-            &manifest,
-            &meta.index,
-            &repo,
-            &staging,
-            &mut |_, _| {},
-        )?;
-        fetch::import(&repo, &staging, &meta.info.ostree_commit)?;
+        let stats = fetch::fetch_objects(&src, &manifest, &meta.index, &repo, &mut |_, _| {})?;
+        fetch::verify_complete(&repo, &meta.info.ostree_commit)?;
         Ok((stats, src.bytes_downloaded(), t.elapsed().as_secs_f64()))
     };
     let image_bytes = {
@@ -163,7 +106,7 @@ fn main() -> Result<()> {
 
     // A target running A: most objects are already there.
     let mut a = TestSysroot::new()?;
-    a.commit(os("a", "1.0.0", files, 0))?;
+    a.commit(os::os("a", "1.0.0", files, 0))?;
     let da = a.deploy("debian", "a", &Deploy::new())?;
     a.boot(&da)?;
     let (sa, down_a, secs_a) = fetch_into(&a)?;

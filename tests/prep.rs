@@ -191,7 +191,7 @@ impl Target {
     }
 
     /// Deployments (stateroot, checksum, serial), stateroot directories and repo refs.
-    fn layout(&self) -> Result<(Vec<(String, String, i32)>, Vec<String>, BTreeSet<String>)> {
+    fn layout(&self) -> Result<Layout> {
         let facts = ibu::facts::ostree::gather(&self.paths)?;
         let deployments = facts
             .deployments
@@ -221,6 +221,11 @@ impl Target {
             .join(d.dirname()))
     }
 }
+
+/// Deployments (stateroot, checksum, serial), stateroot directories and repo refs.
+type Layout = (Vec<(String, String, i32)>, Vec<String>, BTreeSet<String>);
+/// Path, content and mode of each file in a snapshot.
+type Files = Vec<(PathBuf, Option<Vec<u8>>, u32)>;
 
 fn cond(r: &Recorded, k: ConditionType) -> (ConditionStatus, Reason, String) {
     let c = r.status.condition(k).unwrap_or_else(|| panic!("no {k:?}"));
@@ -396,14 +401,21 @@ fn a_kill_in_the_middle_of_the_import_resumes() -> Result<()> {
         }
         t.ibu().arg("reconcile").output()?;
     }
-    let staging = t.paths.workspace().join("seed/ostree-staging/objects");
+    // An ostree transaction in the target repository means the import is writing objects.
+    let tmp = t.sr.repo().join("tmp");
+    let importing = || {
+        std::fs::read_dir(&tmp).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        })
+    };
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ibu"))
         .arg("--sysroot")
         .arg(t.sr.path())
         .arg("reconcile")
         .spawn()?;
     let start = std::time::Instant::now();
-    while !staging.exists() && child.try_wait()?.is_none() && start.elapsed().as_secs() < 60 {
+    while !importing() && child.try_wait()?.is_none() && start.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let _ = child.kill();
@@ -567,7 +579,7 @@ fn a_hostile_seed_is_rejected_and_writes_nothing_outside_the_new_stateroot() -> 
     let image = replace_layer(&layout, "etc", &hostile, &w, "hostile")?;
     let t = Target::new(&w)?;
     t.converge(None)?;
-    let outside = |t: &Target| -> Result<Vec<(PathBuf, Option<Vec<u8>>, u32)>> {
+    let outside = |t: &Target| -> Result<Files> {
         let snap = snapshot(t.sr.path(), false);
         Ok(snap
             .into_iter()

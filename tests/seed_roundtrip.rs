@@ -166,18 +166,10 @@ fn a_seed_round_trips_through_a_registry_with_auth_and_tls() -> Result<()> {
     target.boot(&d)?;
     let repo = ostree::Repo::new_for_path(target.repo());
     repo.open(ostree::gio::Cancellable::NONE)?;
-    let staging = work.path().join("staging");
-    let stats = fetch::fetch_objects(
-        &src,
-        &manifest,
-        &meta.index,
-        &repo,
-        &staging,
-        &mut |_, _| {},
-    )?;
+    let stats = fetch::fetch_objects(&src, &manifest, &meta.index, &repo, &mut |_, _| {})?;
     assert_eq!(stats.objects, want.ostree.objects.len());
     assert!(stats.fetched > 0);
-    fetch::import(&repo, &staging, &meta.info.ostree_commit)?;
+    fetch::verify_complete(&repo, &meta.info.ostree_commit)?;
     let sh = common::sh()?;
     let (seed_repo, target_repo, commit) =
         (s.sr.repo(), target.repo(), meta.info.ostree_commit.clone());

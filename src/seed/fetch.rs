@@ -3,10 +3,12 @@
 //! The seed's `ostree-index.json` says where every object of the commit lies in the pack layers.
 //! The target asks its own repository which objects it already has (an OS one version apart
 //! shares most of them), fetches the rest with HTTP range requests — neighbouring objects
-//! merged into one request, a whole pack streamed when most of it is needed — writes them into
-//! a staging archive repository, and imports the commit from there with ostree's *untrusted*
-//! pull, which verifies every object's checksum. Staged objects survive a crash, so a
-//! restarted fetch continues where it stopped.
+//! merged into one request, a whole pack streamed when most of it is needed — and writes each
+//! straight into the target repository through libostree with its expected checksum, so ostree
+//! verifies every object as it is written (a wrong byte is an error, never a corrupt OS). The
+//! commit object goes in last, after everything it references; the transaction is committed
+//! after every pack, so a crash keeps what was fetched and the restarted fetch continues where
+//! it stopped. No staging copy: the bytes are written once.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use cap_std::fs::Dir;
-use ostree::gio;
+use ostree::{gio, glib};
 
 use super::format::{
     ANNOTATION_ROLE, OstreeIndex, PATH_CONTAINERS_LIST, PATH_ETC_DELETIONS, PATH_INFO, PATH_ORIGIN,
@@ -118,8 +120,6 @@ pub struct FetchStats {
     pub objects: usize,
     /// Already in the target repository.
     pub present: usize,
-    /// Already staged by an earlier, interrupted fetch.
-    pub staged_before: usize,
     pub fetched: usize,
     /// Bytes of the fetched objects (what was needed).
     pub fetched_bytes: u64,
@@ -156,20 +156,6 @@ pub fn object_path(name: &str) -> PathBuf {
     PathBuf::from(format!("objects/{}/{}", &name[..2], &name[2..]))
 }
 
-/// Create (or reuse) the staging archive repository.
-fn staging_repo(dir: &Path) -> Result<ostree::Repo> {
-    let repo = ostree::Repo::new(&gio::File::for_path(dir));
-    if dir.join("config").exists() {
-        repo.open(gio::Cancellable::NONE)
-            .with_context(|| format!("opening staging repository {}", dir.display()))?;
-    } else {
-        crate::fsutil::create_dir_all(dir, 0o700)?;
-        repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
-            .with_context(|| format!("creating staging repository {}", dir.display()))?;
-    }
-    Ok(repo)
-}
-
 /// Merge needed objects of one pack (sorted by offset) into requests.
 fn requests(objects: &[&PackedObject]) -> Vec<(u64, u64, Vec<usize>)> {
     let mut out: Vec<(u64, u64, Vec<usize>)> = Vec::new();
@@ -189,27 +175,121 @@ fn requests(objects: &[&PackedObject]) -> Vec<(u64, u64, Vec<usize>)> {
     out
 }
 
-fn stage(staging: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let p = staging.join(object_path(name));
-    if let Some(d) = p.parent() {
-        crate::fsutil::create_dir_all(d, 0o755)?;
+/// The GVariant type of each metadata object.
+fn metadata_type(t: ostree::ObjectType) -> &'static str {
+    match t {
+        ostree::ObjectType::Commit => "(a{sv}aya(say)sstayay)",
+        ostree::ObjectType::DirTree => "(a(say)a(sayay))",
+        ostree::ObjectType::DirMeta => "(uuua(ayay))",
+        _ => "a{sv}",
     }
-    let tmp = p.with_extension("ibu-partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("staging object {name}"))?;
-    std::fs::rename(&tmp, &p).with_context(|| format!("staging object {name}"))
 }
 
-/// Fetch the objects of `index` the `target` repository lacks into `staging` (an archive
-/// repository created if needed). `progress(done, total)` reports fetched objects.
+/// Write one object, in archive format, into `repo`, verifying its checksum.
+fn write_object(repo: &ostree::Repo, name: &str, bytes: Vec<u8>) -> Result<()> {
+    let (csum, t) = object_type(name)?;
+    let data = glib::Bytes::from_owned(bytes);
+    let r = match t {
+        ostree::ObjectType::File => {
+            let stream = filez_to_content_stream(data.as_ref())
+                .with_context(|| format!("reading archive object {name}"))?;
+            let length = stream.len() as u64;
+            let input = gio::MemoryInputStream::from_bytes(&glib::Bytes::from_owned(stream));
+            repo.write_content(Some(csum), &input, length, gio::Cancellable::NONE)
+                .map(|_| ())
+        }
+        _ => {
+            let ty = glib::VariantTy::new(metadata_type(t))
+                .map_err(|e| anyhow!("internal: variant type: {e}"))?;
+            let v = glib::Variant::from_bytes_with_type(&data, ty);
+            repo.write_metadata(t, Some(csum), &v, gio::Cancellable::NONE)
+                .map(|_| ())
+        }
+    };
+    r.with_context(|| format!("writing object {name} (checksum verified by ostree)"))
+}
+
+/// Turn an archive-format content object (`.filez`) into ostree's content stream.
+///
+/// Both start with a 4-byte big-endian header length, 4 bytes of padding and a GVariant
+/// header: `(tuuuusa(ayay))` (size, uid, gid, mode, rdev, symlink target, xattrs) in the archive,
+/// `(uuuusa(ayay))` in the stream; the archive's content is raw-deflate compressed, the
+/// stream's is not. (libostree's `content_stream_parse` would do this, but its Rust binding
+/// cannot represent the missing content stream of a symlink.) ostree recomputes the checksum
+/// from the stream when it writes it, so a mistake here can only fail, never corrupt.
+fn filez_to_content_stream(bytes: &[u8]) -> Result<Vec<u8>> {
+    if bytes.len() < 8 {
+        bail!("truncated ({} bytes)", bytes.len());
+    }
+    let hlen = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let header = bytes
+        .get(8..8 + hlen)
+        .ok_or_else(|| anyhow!("header of {hlen} bytes does not fit"))?;
+    let ty = glib::VariantTy::new("(tuuuusa(ayay))").map_err(|e| anyhow!("{e}"))?;
+    let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from(header), ty);
+    if !v.is_normal_form() {
+        bail!("malformed header");
+    }
+    let size = u64::from_be(v.child_value(0).get::<u64>().unwrap_or_default());
+    let fields: Vec<glib::Variant> = (1..7).map(|i| v.child_value(i)).collect();
+    let file_header = glib::Variant::tuple_from_iter(fields);
+    let fh = file_header.data();
+    let mut out = Vec::with_capacity(8 + fh.len() + size as usize);
+    out.extend_from_slice(&(fh.len() as u32).to_be_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(fh);
+    let before = out.len();
+    // Exactly `size` bytes: libostree's writer does not always end the deflate stream with a
+    // final block, so reading to the end would fail on a good object.
+    flate2::read::DeflateDecoder::new(&bytes[8 + hlen..])
+        .take(size)
+        .read_to_end(&mut out)
+        .context("inflating the content")?;
+    if (out.len() - before) as u64 != size {
+        bail!(
+            "content is {} bytes, the header says {size}",
+            out.len() - before
+        );
+    }
+    Ok(out)
+}
+
+/// Objects written so far within the current transaction, and the commit kept for last.
+struct Sink<'r> {
+    repo: &'r ostree::Repo,
+    deferred: Vec<(String, Vec<u8>)>,
+}
+
+impl Sink<'_> {
+    fn put(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        // The commit (and its detached metadata) only once everything it references is in.
+        if name.ends_with(".commit") || name.ends_with(".commitmeta") {
+            self.deferred.push((name.to_string(), bytes));
+            return Ok(());
+        }
+        write_object(self.repo, name, bytes)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        self.repo
+            .commit_transaction(gio::Cancellable::NONE)
+            .context("committing the ostree transaction")?;
+        self.repo
+            .prepare_transaction(gio::Cancellable::NONE)
+            .context("starting an ostree transaction")?;
+        Ok(())
+    }
+}
+
+/// Fetch the objects of `index` the `target` repository lacks and write them into it.
+/// `progress(done, total)` reports written objects.
 pub fn fetch_objects(
     src: &dyn SeedSource,
     manifest: &ImageManifest,
     index: &OstreeIndex,
     target: &ostree::Repo,
-    staging: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<FetchStats> {
-    staging_repo(staging)?;
     let mut stats = FetchStats::default();
     let mut needed: BTreeMap<usize, Vec<&PackedObject>> = BTreeMap::new();
     for (p, pack) in index.packs.iter().enumerate() {
@@ -224,45 +304,64 @@ pub fn fetch_objects(
                 })?;
             if have {
                 stats.present += 1;
-            } else if std::fs::metadata(staging.join(object_path(&o.object)))
-                .is_ok_and(|m| m.len() == o.size)
-            {
-                stats.staged_before += 1;
             } else {
                 needed.entry(p).or_default().push(o);
             }
         }
     }
     let total: usize = needed.values().map(Vec::len).sum();
-    let mut done = 0;
-    for (p, mut objs) in needed {
-        let pack = &index.packs[p];
-        let layer = pack_layer(manifest, pack)?;
-        objs.sort_by_key(|o| o.offset);
-        let need_bytes: u64 = objs.iter().map(|o| o.size).sum();
-        if need_bytes * 100 >= layer.size * WHOLE_PACK_PERCENT {
-            stream_pack(src, layer, &objs, staging)?;
-            stats.whole_packs += 1;
-        } else {
-            for (start, end, members) in requests(&objs) {
-                let mut got = src.ranges(layer, &[(start, end - start)])?;
-                let buf = got.pop().ok_or_else(|| anyhow!("empty range response"))?;
-                stats.range_requests += 1;
-                for i in members {
-                    let o = objs[i];
-                    let from = (o.offset - start) as usize;
-                    stage(staging, &o.object, &buf[from..from + o.size as usize])?;
+    if total == 0 {
+        return Ok(stats);
+    }
+    target
+        .prepare_transaction(gio::Cancellable::NONE)
+        .context("starting an ostree transaction")?;
+    let mut sink = Sink {
+        repo: target,
+        deferred: Vec::new(),
+    };
+    let result = (|| -> Result<()> {
+        let mut done = 0;
+        for (p, mut objs) in needed {
+            let pack = &index.packs[p];
+            let layer = pack_layer(manifest, pack)?;
+            objs.sort_by_key(|o| o.offset);
+            let need_bytes: u64 = objs.iter().map(|o| o.size).sum();
+            if need_bytes * 100 >= layer.size * WHOLE_PACK_PERCENT {
+                stream_pack(src, layer, &objs, &mut sink)?;
+                stats.whole_packs += 1;
+            } else {
+                for (start, end, members) in requests(&objs) {
+                    let mut got = src.ranges(layer, &[(start, end - start)])?;
+                    let buf = got.pop().ok_or_else(|| anyhow!("empty range response"))?;
+                    stats.range_requests += 1;
+                    for i in members {
+                        let o = objs[i];
+                        let from = (o.offset - start) as usize;
+                        sink.put(&o.object, buf[from..from + o.size as usize].to_vec())?;
+                    }
                 }
             }
+            for o in &objs {
+                stats.fetched += 1;
+                stats.fetched_bytes += o.size;
+            }
+            sink.checkpoint()?;
+            done += objs.len();
+            progress(done, total);
         }
-        for o in &objs {
-            stats.fetched += 1;
-            stats.fetched_bytes += o.size;
+        for (name, bytes) in std::mem::take(&mut sink.deferred) {
+            write_object(target, &name, bytes)?;
         }
-        done += objs.len();
-        progress(done, total);
+        target
+            .commit_transaction(gio::Cancellable::NONE)
+            .context("committing the ostree transaction")?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = target.abort_transaction(gio::Cancellable::NONE);
     }
-    Ok(stats)
+    result.map(|()| stats)
 }
 
 fn pack_layer<'m>(manifest: &'m ImageManifest, pack: &PackIndex) -> Result<&'m Descriptor> {
@@ -289,7 +388,7 @@ fn stream_pack(
     src: &dyn SeedSource,
     layer: &Descriptor,
     objs: &[&PackedObject],
-    staging: &Path,
+    sink: &mut Sink<'_>,
 ) -> Result<()> {
     let mut r = src.open_layer(layer)?;
     let mut pos = 0u64;
@@ -299,7 +398,7 @@ fn stream_pack(
         let mut buf = vec![0; o.size as usize];
         r.read_exact(&mut buf)
             .with_context(|| format!("reading object {} from pack {}", o.object, layer.digest))?;
-        stage(staging, &o.object, &buf)?;
+        sink.put(&o.object, buf)?;
         pos = o.offset + o.size;
     }
     // Read to the end so the blob digest is verified.
@@ -308,11 +407,24 @@ fn stream_pack(
     Ok(())
 }
 
-/// Import `commit` from the staging archive repository into `target`, verifying every object
-/// (ostree's untrusted local pull: objects already in `target` are not touched).
-pub fn import(target: &ostree::Repo, staging: &Path, commit: &str) -> Result<()> {
-    crate::repo::pull_local(target, staging, commit, true)
-        .with_context(|| format!("importing commit {commit} from {}", staging.display()))
+/// Check that `commit` and everything it references is now in `target` (a seed whose index
+/// left an object out is refused here, not at boot).
+pub fn verify_complete(target: &ostree::Repo, commit: &str) -> Result<()> {
+    let reachable = target
+        .traverse_commit(commit, 0, gio::Cancellable::NONE)
+        .with_context(|| format!("walking commit {commit}"))?;
+    let mut missing = 0usize;
+    for o in &reachable {
+        if !target.has_object(o.object_type(), o.checksum(), gio::Cancellable::NONE)? {
+            missing += 1;
+        }
+    }
+    if missing > 0 {
+        bail!(
+            "commit {commit} is incomplete after the import: {missing} objects missing (the seed's index does not cover its commit)"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -155,29 +155,26 @@ pub(super) fn import_ostree(
     let (manifest, _) = src.manifest()?;
     let w = crate::sysroot::open_writable(env.paths)?;
     let repo = w.sysroot.repo();
-    let staging = seed_workspace(env).join("ostree-staging");
     let stats = fetch::fetch_objects(
         src.as_ref(),
         &manifest,
         &m.index,
         &repo,
-        &staging,
         &mut |done, total| {
             (env.progress)(&format!(
                 "Importing the seed's OS: fetched {done} of {total} missing ostree objects"
             ));
         },
     )?;
-    fetch::import(&repo, &staging, commit)?;
+    fetch::verify_complete(&repo, commit)?;
     let r = format!("{}/{stateroot_name}", stateroot::REF_PREFIX);
     repo.set_ref_immediate(None, &r, Some(commit), ostree::gio::Cancellable::NONE)
         .with_context(|| format!("setting ref {r} to {commit}"))?;
     drop(w);
-    let _ = std::fs::remove_dir_all(&staging);
     Ok(Outcome::Succeeded {
         message: format!(
             "imported commit {commit}: fetched {} of {} objects ({} of {}), {} already present",
-            stats.fetched + stats.staged_before,
+            stats.fetched,
             stats.objects,
             crate::humanize::bytes(stats.fetched_bytes),
             crate::humanize::bytes(stats.total_bytes),
