@@ -8,5 +8,6 @@ pub mod fetch;
 pub mod format;
 pub mod inspect;
 pub mod pack;
+pub mod restore;
 pub mod source;
 pub mod status;
