@@ -121,8 +121,13 @@ fn present_after_merge(staging: &Dir, etc: &Dir, d: &Deletion) -> Result<bool> {
 pub(super) fn check(staging: &Dir, etc: &Dir, dels: &[Deletion], resumed: bool) -> Result<()> {
     let mut missing = Vec::new();
     for d in dels {
-        let present = present_after_merge(staging, etc, d)
-            .with_context(|| format!("checking etc.deletions entry {}", d.entry))?;
+        let present = present_after_merge(staging, etc, d).map_err(|e| {
+            if e.downcast_ref::<RestoreError>().is_some() {
+                e
+            } else {
+                e.context(format!("checking etc.deletions entry {}", d.entry))
+            }
+        })?;
         if !present {
             missing.push(d.entry.clone());
         }
