@@ -7,6 +7,8 @@
 //! The layouts are built by hand with `LayoutWriter` from raw tar bytes
 //! (`archive_fixture::RawTar`), since no well-behaved tar writer produces these archives.
 
+// For `RawTar`; it loads `common/snapshot.rs` too, which `common` also does (harmless here).
+#[allow(clippy::duplicate_mod)]
 mod archive_fixture;
 mod common;
 mod seed_restore_fixture;
