@@ -12,9 +12,9 @@
 //!   a seed's `/etc` has no business carrying them) into a staging directory, never into the
 //!   live tree. Everything after that — the merge into `etc`, the deletions — goes through
 //!   directory handles opened with `O_NOFOLLOW`, one path component at a time
-//!   ([`fsops`]), so no symlink in the seed or in the target can redirect a write or a removal
-//!   outside `etc`/`var`. A symlink in the seed pointing anywhere is restored as a symlink;
-//!   nothing is ever written through one.
+//!   (`restore/fsops.rs`), so no symlink in the seed or in the target can redirect a write or a
+//!   removal outside `etc`/`var`. A symlink in the seed pointing anywhere is restored as a
+//!   symlink; nothing is ever written through one.
 //! - **Everything moves by `rename`**, so staging lives on the filesystem of its destination:
 //!   next to `var` in the stateroot, and in the caller's `staging_parent` for `/etc` (the
 //!   deployment directory itself is immutable).
@@ -51,10 +51,10 @@
 //!
 //! The `etc` layer (prefix `seed/etc`) is first spooled to `<staging_parent>/ibu-restore-etc.tar`
 //! ([`ETC_SPOOL`]) — so its digest is verified before anything is extracted, and the list of
-//! directory entries it names can be read back ([`layer`]) — then extracted into
+//! directory entries it names can be read back (`restore/layer.rs`) — then extracted into
 //! `<staging_parent>/ibu-restore-etc` ([`ETC_STAGING`]). Then, before `etc` is touched, every
-//! `etc.deletions` path is checked against what `etc` will be after the merge ([`deletions`]).
-//! Then the merge ([`merge`]), depth first in name order:
+//! `etc.deletions` path is checked against what `etc` will be after the merge
+//! (`restore/deletions.rs`). Then the merge (`restore/merge.rs`), depth first in name order:
 //!
 //! - a staged entry whose name is free in `etc` is moved in (a directory with its subtree);
 //! - a staged file or symlink is renamed over the file or symlink in `etc` (atomic);
