@@ -381,3 +381,59 @@ fn hostile_deletions_are_rejected_before_anything_changes() {
     );
     assert_same_trees(&s.outside, &s.t.outside());
 }
+
+#[test]
+fn symlinks_in_the_target_are_replaced_never_written_through() {
+    let s = Scene::new().unwrap();
+    // The target's `outlink` points at the victim directory, `inlink` at `ssh`: the seed has a
+    // directory and a file there. The merge must replace the links, not write through them.
+    let etc = RawTar::new()
+        .dir("seed/etc/")
+        .dir("seed/etc/outlink/")
+        .file("seed/etc/outlink/secret", b"the seed's own\n")
+        .file("seed/etc/inlink", b"a file now\n")
+        .finish();
+    let (layout, manifest) = seed_with_etc(etc);
+    let r = restore_etc(
+        &source(layout.path()).unwrap(),
+        &manifest,
+        &s.t.deployment(),
+        &s.t.stateroot(),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.replaced, 2);
+    let etc = s.t.etc();
+    assert!(
+        std::fs::symlink_metadata(etc.join("outlink"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("outlink/secret")).unwrap(),
+        "the seed's own\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(etc.join("inlink"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("ssh/sshd_config")).unwrap(),
+        "PermitRootLogin no\n",
+        "nothing written into the directory the link pointed at"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.victim.join("secret")).unwrap(),
+        "untouched"
+    );
+    assert_same_trees(&s.outside, &s.t.outside());
+    // Everything else in etc is as it was.
+    let after = snapshot(&etc, false);
+    for (p, snap) in &s.etc {
+        if p.as_os_str().is_empty() || p.starts_with("outlink") || p == Path::new("inlink") {
+            continue;
+        }
+        assert_eq!(Some(snap), after.get(p), "etc/{}", p.display());
+    }
+}

@@ -353,3 +353,68 @@ pub(super) fn apply_dir_meta(
     )
     .map_err(Into::into)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_tree_never_follows_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("sub/keep"), "keep").unwrap();
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/f"), "f").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("top-link")).unwrap();
+        let dir = open_path(tmp.path()).unwrap();
+        let t = open_dir(&dir, OsStr::new("tree")).unwrap();
+        remove_tree(&t, OsStr::new("top-link")).unwrap();
+        assert!(outside.join("sub/keep").exists());
+        remove_tree(&dir, OsStr::new("tree")).unwrap();
+        assert!(!tree.exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("sub/keep")).unwrap(),
+            "keep"
+        );
+        // Absent is fine; a multi-component name is refused.
+        remove_tree(&dir, OsStr::new("tree")).unwrap();
+        assert!(remove_tree(&dir, OsStr::new("outside/sub")).is_err());
+        assert!(outside.join("sub/keep").exists());
+        // open_dir refuses a symlink to a directory.
+        std::os::unix::fs::symlink(&outside, tmp.path().join("l")).unwrap();
+        assert!(open_dir(&dir, OsStr::new("l")).is_err());
+    }
+
+    #[test]
+    fn directory_metadata_round_trips_and_extra_xattrs_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["from", "to"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        let dir = open_path(tmp.path()).unwrap();
+        let from = open_dir(&dir, OsStr::new("from")).unwrap();
+        let to = open_dir(&dir, OsStr::new("to")).unwrap();
+        rustix::fs::fchmod(&from, Mode::from_raw_mode(0o2750)).unwrap();
+        rustix::fs::fsetxattr(&from, "user.a", b"1\n\0", XattrFlags::empty()).unwrap();
+        rustix::fs::fsetxattr(&to, "user.extra", b"x", XattrFlags::empty()).unwrap();
+        let t = Timespec {
+            tv_sec: 1_234_567_890,
+            tv_nsec: 5,
+        };
+        rustix::fs::futimens(
+            &from,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        )
+        .unwrap();
+        let meta = dir_meta(&from).unwrap();
+        apply_dir_meta(&to, &meta, rustix::process::geteuid().is_root(), true).unwrap();
+        assert_eq!(dir_meta(&to).unwrap(), meta);
+        assert!(!xattrs(&to).unwrap().contains_key("user.extra"));
+    }
+}

@@ -114,3 +114,58 @@ pub(super) fn explicit_dirs(reader: impl Read, prefix: &str) -> Result<HashSet<P
 pub(super) fn shown(rel: &Path) -> String {
     format!("/etc/{}", rel.display())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Meta, TarBuilder};
+
+    #[test]
+    fn lists_directory_entries_below_the_prefix_with_long_names() {
+        let long = format!("seed/etc/{}/{}", "d".repeat(120), "e".repeat(90));
+        let mut tar = TarBuilder::new(Vec::new());
+        for dir in ["seed", "seed/etc", "seed/etc/ssh", &long, "seed/etcetera"] {
+            tar.append_dir(Path::new(dir), &Meta::root(0o755)).unwrap();
+        }
+        tar.append_bytes(Path::new("seed/etc/ssh/x"), &Meta::root(0o644), b"x")
+            .unwrap();
+        tar.append_bytes(Path::new(&format!("{long}/file")), &Meta::root(0o644), b"y")
+            .unwrap();
+        let (bytes, _) = tar.finish().unwrap();
+        let got = explicit_dirs(&bytes[..], "seed/etc").unwrap();
+        let want: HashSet<PathBuf> = [
+            PathBuf::from("ssh"),
+            PathBuf::from(long.strip_prefix("seed/etc/").unwrap()),
+        ]
+        .into();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn gnu_long_names_and_dot_components() {
+        // A GNU `L` header carrying a long directory name, then `./seed/etc/a/` (ustar).
+        let long = format!("seed/etc/{}/", "g".repeat(150));
+        let mut out = Vec::new();
+        let mut push = |name: &[u8], ty: tar::EntryType, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len().min(100)]
+                .copy_from_slice(&name[..name.len().min(100)]);
+            h.set_entry_type(ty);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        };
+        let mut data = long.as_bytes().to_vec();
+        data.push(0);
+        push(b"././@LongLink", tar::EntryType::GNULongName, &data);
+        push(b"truncated", tar::EntryType::Directory, b"");
+        push(b"./seed/etc/a/", tar::EntryType::Directory, b"");
+        out.extend_from_slice(&[0; 1024]);
+        let got = explicit_dirs(&out[..], "seed/etc").unwrap();
+        let want: HashSet<PathBuf> = [PathBuf::from("g".repeat(150)), PathBuf::from("a")].into();
+        assert_eq!(got, want);
+    }
+}
