@@ -115,9 +115,11 @@ mod var;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use cap_std::fs::Dir;
 
 use super::source::SeedSource;
+use crate::archive::ExtractReport;
 use crate::oci::ImageManifest;
 
 /// Staging name of the new `var`, next to the stateroot's `var`.
@@ -355,5 +357,32 @@ fn no_space(err: anyhow::Error, dir: &Path, tree: &'static str) -> anyhow::Error
         })
     } else {
         err
+    }
+}
+
+/// Remove `name` and the partial extractions of `name` (`.<name>.partial-*`) from `dir`.
+fn remove_leftovers(dir: &Dir, shown: &Path, name: &str, cp: Checkpoint<'_>) -> Result<()> {
+    let partial = format!(".{name}.partial-");
+    let names = fsops::names(dir).with_context(|| format!("listing {}", shown.display()))?;
+    for n in names {
+        let s = n.to_string_lossy();
+        if s == name || s.starts_with(&partial) {
+            let path = shown.join(&n);
+            tracing::info!("removing {} left by an interrupted run", path.display());
+            cp(&Step::RemoveLeftover(PathBuf::from(&n)))?;
+            fsops::remove_tree(dir, &n).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The report of an extraction (the destination's own entry not counted).
+fn counts(r: &ExtractReport) -> RestoreReport {
+    RestoreReport {
+        files: r.files + r.hardlinks,
+        dirs: r.dirs - u64::from(r.root_metadata && r.dirs > 0),
+        symlinks: r.symlinks,
+        bytes: r.bytes,
+        ..RestoreReport::default()
     }
 }

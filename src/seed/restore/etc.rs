@@ -14,9 +14,9 @@ use super::deletions;
 use super::fsops;
 use super::layer;
 use super::merge::Merge;
-use super::var::{counts, remove_leftovers};
 use super::{
-    Checkpoint, ETC_SPOOL, ETC_STAGING, ETC_STAMP, RestoreError, RestoreReport, Step, no_space,
+    Checkpoint, ETC_SPOOL, ETC_STAGING, ETC_STAMP, RestoreError, RestoreReport, Step, counts,
+    no_space, remove_leftovers,
 };
 use crate::archive::{ExtractOptions, OutsidePrefix, extract_staged};
 use crate::oci::ImageManifest;

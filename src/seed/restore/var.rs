@@ -9,8 +9,8 @@ use cap_std::fs::Dir;
 use rustix::fs::RenameFlags;
 
 use super::fsops::{self, Kind};
-use super::{Checkpoint, RestoreReport, Step, VAR_STAGING, no_space};
-use crate::archive::{ExtractOptions, ExtractReport, OutsidePrefix, extract_staged};
+use super::{Checkpoint, RestoreReport, Step, VAR_STAGING, counts, no_space, remove_leftovers};
+use crate::archive::{ExtractOptions, OutsidePrefix, extract_staged};
 use crate::oci::ImageManifest;
 use crate::seed::fetch::layer_with_role;
 use crate::seed::format::{PREFIX_VAR, ROLE_VAR};
@@ -103,36 +103,4 @@ fn put_in_place(root: &Dir, opts: &ExtractOptions, cp: Checkpoint<'_>) -> Result
     fsops::remove_tree(root, staging).context("removing the previous var")?;
     fsops::sync_dir(root).context("syncing the stateroot directory")?;
     Ok(())
-}
-
-/// Remove `name` and the partial extractions of `name` (`.<name>.partial-*`) from `dir`.
-pub(super) fn remove_leftovers(
-    dir: &Dir,
-    shown: &Path,
-    name: &str,
-    cp: Checkpoint<'_>,
-) -> Result<()> {
-    let partial = format!(".{name}.partial-");
-    let names = fsops::names(dir).with_context(|| format!("listing {}", shown.display()))?;
-    for n in names {
-        let s = n.to_string_lossy();
-        if s == name || s.starts_with(&partial) {
-            let path = shown.join(&n);
-            tracing::info!("removing {} left by an interrupted run", path.display());
-            cp(&Step::RemoveLeftover(PathBuf::from(&n)))?;
-            fsops::remove_tree(dir, &n).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// The report of an extraction (the destination's own entry not counted).
-pub(super) fn counts(r: &ExtractReport) -> RestoreReport {
-    RestoreReport {
-        files: r.files + r.hardlinks,
-        dirs: r.dirs - u64::from(r.root_metadata && r.dirs > 0),
-        symlinks: r.symlinks,
-        bytes: r.bytes,
-        ..RestoreReport::default()
-    }
 }
