@@ -17,6 +17,7 @@ pub mod logging;
 pub mod oci;
 pub mod paths;
 pub mod plan;
+pub mod precache;
 pub mod reconcile;
 pub mod registry;
 pub mod render;
