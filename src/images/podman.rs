@@ -1,4 +1,5 @@
-//! A thin wrapper around the `podman` CLI, for the image cleanup and the container facts.
+//! A thin wrapper around the `podman` CLI, for the image cleanup, the container facts and the
+//! precache pulls.
 //!
 //! Why the CLI and not a library: podman is what owns `/var/lib/containers/storage` on the node
 //! (together with CRI-O), its locking protocol is the contract, and LCA talks to it the same way.
@@ -15,6 +16,7 @@
 //! `ImageID`.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -46,10 +48,92 @@ pub struct RmiOutcome {
     pub stderr: String,
 }
 
+/// How `podman pull` reaches the registry. The caller owns the authfile (written 0600, removed
+/// after use); only its path is ever passed on or logged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOptions {
+    /// `--authfile`.
+    pub authfile: Option<PathBuf>,
+    /// `Some(false)`: `--tls-verify=false` (plain HTTP or an untrusted certificate).
+    pub tls_verify: Option<bool>,
+    /// `--cert-dir`: extra CA certificates (`*.crt`) for the registry.
+    pub cert_dir: Option<PathBuf>,
+}
+
+/// Why one `podman pull` failed, told apart by what podman printed, because the two kinds
+/// that a retry cannot fix must not be retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullError {
+    /// The registry has no such tag or digest (or repository): `manifest unknown`,
+    /// `name unknown`. Retrying cannot help.
+    #[error("{image}: the registry has no such tag or digest: {stderr}")]
+    ManifestUnknown { image: String, stderr: String },
+    /// The registry refused the credentials (`unauthorized`, `authentication required`,
+    /// `denied`). Retrying cannot help, and repeated failed logins can lock an account.
+    #[error("{image}: the registry refused the credentials: {stderr}")]
+    Unauthorized { image: String, stderr: String },
+    /// Anything else podman reported (network, registry errors, storage): worth retrying.
+    #[error("{image}: podman pull failed ({status}): {stderr}")]
+    Failed {
+        image: String,
+        status: String,
+        stderr: String,
+    },
+    /// podman could not be started at all.
+    #[error("{image}: could not run podman pull: {reason}")]
+    Spawn { image: String, reason: String },
+}
+
+impl PullError {
+    /// Classify a failed `podman pull IMAGE` by its exit status and stderr.
+    pub fn classify(image: &str, status: &str, stderr: &str) -> PullError {
+        let image = image.to_string();
+        let text = stderr.trim().to_string();
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("manifest unknown") || lower.contains("name unknown") {
+            PullError::ManifestUnknown {
+                image,
+                stderr: text,
+            }
+        } else if lower.contains("unauthorized")
+            || lower.contains("authentication required")
+            || lower.contains("invalid username/password")
+            || lower.contains("denied:")
+        {
+            PullError::Unauthorized {
+                image,
+                stderr: text,
+            }
+        } else {
+            PullError::Failed {
+                image,
+                status: status.to_string(),
+                stderr: text,
+            }
+        }
+    }
+
+    /// `true` when another attempt cannot succeed (unknown manifest, refused credentials).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PullError::ManifestUnknown { .. } | PullError::Unauthorized { .. }
+        )
+    }
+}
+
 impl Podman {
     /// A podman for the container storage of `paths`.
     pub fn new(paths: &Paths) -> Result<Podman> {
         let shell = Shell::new().context("setting up a shell to run podman")?;
+        // In a directory sysroot, the registry configuration is the sandbox's `/etc`, as it is
+        // the booted deployment's on a host (where podman reads `/etc` anyway).
+        if paths.is_sandbox() {
+            let conf = paths.etc.join("containers/registries.conf");
+            if conf.exists() {
+                shell.set_var("CONTAINERS_REGISTRIES_CONF", conf);
+            }
+        }
         Ok(Podman {
             shell,
             global: Podman::global_args(paths),
@@ -116,6 +200,45 @@ impl Podman {
             success: output.status.success(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })
+    }
+
+    /// `podman pull --quiet IMAGE` into this storage. `--quiet` leaves only errors on stderr,
+    /// which become the [`PullError`]'s message, trimmed.
+    pub fn pull(&self, image: &str, opts: &PullOptions) -> Result<(), PullError> {
+        let mut args: Vec<OsString> = vec!["pull".into(), "--quiet".into()];
+        if let Some(a) = &opts.authfile {
+            args.push("--authfile".into());
+            args.push(a.into());
+        }
+        if let Some(v) = opts.tls_verify {
+            args.push(format!("--tls-verify={v}").into());
+        }
+        if let Some(c) = &opts.cert_dir {
+            args.push("--cert-dir".into());
+            args.push(c.into());
+        }
+        args.push(image.into());
+        tracing::debug!(image, "running podman pull");
+        let output = self
+            .shell
+            .cmd(PODMAN)
+            .args(&self.global)
+            .args(&args)
+            .quiet()
+            .ignore_status()
+            .output()
+            .map_err(|e| PullError::Spawn {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(PullError::classify(
+            image,
+            &output.status.to_string(),
+            &String::from_utf8_lossy(&output.stderr),
+        ))
     }
 
     /// Run podman with `args`, return stdout; a failure names the command and carries stderr.
@@ -337,6 +460,35 @@ mod tests {
         assert_eq!(rmi_args(&images[0]), [images[0].id.clone()]);
         assert_eq!(rmi_args(&images[1]), images[1].names);
         assert_eq!(rmi_args(&images[3]), [images[3].id.clone()]);
+    }
+
+    #[test]
+    fn pull_errors_are_classified_by_podmans_message() {
+        // Real podman 4.3 messages (against docker-registry 2.8).
+        let unknown = "Error: initializing source docker://127.0.0.1:5599/t/x:nope: reading \
+                       manifest nope in 127.0.0.1:5599/t/x: manifest unknown: manifest unknown\n";
+        let e = PullError::classify("127.0.0.1:5599/t/x:nope", "exit status: 125", unknown);
+        assert!(matches!(e, PullError::ManifestUnknown { .. }), "{e:?}");
+        assert!(e.is_permanent());
+        assert!(
+            e.to_string()
+                .starts_with("127.0.0.1:5599/t/x:nope: the registry has no such")
+        );
+        assert!(e.to_string().ends_with("manifest unknown"), "trimmed: {e}");
+
+        let unauthorized = "Error: initializing source docker://127.0.0.1:5599/t/x:1: reading \
+                            manifest 1 in 127.0.0.1:5599/t/x: unauthorized: authentication required";
+        let e = PullError::classify("127.0.0.1:5599/t/x:1", "exit status: 125", unauthorized);
+        assert!(matches!(e, PullError::Unauthorized { .. }), "{e:?}");
+        assert!(e.is_permanent());
+
+        let refused = "Error: initializing source docker://127.0.0.1:5598/t/x:1: pinging container \
+                       registry 127.0.0.1:5598: Get \"http://127.0.0.1:5598/v2/\": dial tcp \
+                       127.0.0.1:5598: connect: connection refused";
+        let e = PullError::classify("127.0.0.1:5598/t/x:1", "exit status: 125", refused);
+        assert!(matches!(e, PullError::Failed { .. }), "{e:?}");
+        assert!(!e.is_permanent());
+        assert!(e.to_string().contains("(exit status: 125)"), "{e}");
     }
 
     #[test]

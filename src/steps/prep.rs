@@ -255,7 +255,10 @@ pub(super) fn precache(env: &Env<'_>, image: &str) -> Result<Outcome> {
         }
     }
     let opts = crate::precache::PrecacheOptions {
-        authfile: auth.path().map(Path::to_path_buf),
+        pull: crate::images::podman::PullOptions {
+            authfile: auth.path().map(Path::to_path_buf),
+            ..Default::default()
+        },
         ..crate::precache::PrecacheOptions::default()
     };
     let report = crate::precache::precache(env.paths, &wanted, &opts, &mut |r| {
