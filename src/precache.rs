@@ -120,6 +120,8 @@ pub(crate) trait Backend: Sync {
     fn images(&self) -> Result<Vec<ImageFacts>>;
     /// One attempt to pull the normalised pull-spec `spec`.
     fn pull(&self, spec: &str) -> Result<(), PullError>;
+    /// Give the image `source` (a normalised pull-spec) the additional name `name`.
+    fn tag(&self, source: &str, name: &str) -> Result<()>;
 }
 
 /// The storage of a [`Paths`], through podman.
@@ -140,6 +142,10 @@ impl Backend for PodmanBackend<'_> {
             reason: format!("{e:#}"),
         })?;
         podman.pull(spec, self.pull)
+    }
+
+    fn tag(&self, source: &str, name: &str) -> Result<()> {
+        Podman::new(self.paths)?.tag(source, name)
     }
 }
 
@@ -235,8 +241,48 @@ pub(crate) fn run(
     {
         progress(&report);
     }
+    restore_tags(backend, wanted);
     tracing::info!(summary = %report.summary(), "precache finished");
     Ok(report)
+}
+
+/// `repo:tag@digest` is pulled by digest, which leaves the image without the tag; give it the
+/// tag back (a name only: nothing is pulled), unless the storage already has that name.
+fn restore_tags(backend: &dyn Backend, wanted: &[String]) {
+    let tagged: Vec<(String, String)> = wanted
+        .iter()
+        .filter_map(|w| crate::spec::ImageRef::parse(w).ok())
+        .filter(|r| r.tag.is_some() && r.digest.is_some())
+        .map(|r| {
+            let by_digest = presence::normalized(&r);
+            let mut by_tag = r.clone();
+            by_tag.digest = None;
+            (by_digest, presence::normalized(&by_tag))
+        })
+        .collect();
+    if tagged.is_empty() {
+        return;
+    }
+    let present = match backend.images() {
+        Ok(images) => Present::of(&images),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot list container storage; tags not restored");
+            return;
+        }
+    };
+    for (by_digest, by_tag) in tagged {
+        if present.contains(&by_tag) || !present.contains(&by_digest) {
+            continue;
+        }
+        match backend.tag(&by_digest, &by_tag) {
+            Ok(()) => {
+                tracing::info!(image = %by_digest, tag = %by_tag, "tagged as the seed had it")
+            }
+            Err(e) => {
+                tracing::warn!(image = %by_digest, tag = %by_tag, error = %format!("{e:#}"), "tagging failed")
+            }
+        }
+    }
 }
 
 /// LCA's rule: an image whose pulls failed but that is in storage now (another pull, or

@@ -136,11 +136,13 @@ fn containers_list_from_real_storage() -> Result<()> {
         digest("example.com/team/rebuilt:1")?,
     );
     assert!(app_d.starts_with("sha256:"), "{app_d}");
+    // Every tag, pinned to its image's digest (the image `app` has three names).
     let mut want = vec![
-        format!("example.com/team/app@{app_d}"),
-        format!("example.com/team/rebuilt@{rebuilt_d}"),
-        format!("mirror.example.com:5000/team/app@{app_d}"),
-        format!("quay.io/team/tool@{tool_d}"),
+        format!("example.com/team/app:1@{app_d}"),
+        format!("example.com/team/app:stable@{app_d}"),
+        format!("example.com/team/rebuilt:1@{rebuilt_d}"),
+        format!("mirror.example.com:5000/team/app:1@{app_d}"),
+        format!("quay.io/team/tool:2@{tool_d}"),
     ];
     want.sort();
 

@@ -204,6 +204,26 @@ impl Podman {
 
     /// `podman pull --quiet IMAGE` into this storage. `--quiet` leaves only errors on stderr,
     /// which become the [`PullError`]'s message, trimmed.
+    /// `podman tag SOURCE NAME`: one more name for an image in storage.
+    pub fn tag(&self, source: &str, name: &str) -> Result<()> {
+        let out = self
+            .shell
+            .cmd(PODMAN)
+            .args(&self.global)
+            .args(["tag", source, name])
+            .quiet()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running podman tag {source} {name}"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "podman tag {source} {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     pub fn pull(&self, image: &str, opts: &PullOptions) -> Result<(), PullError> {
         let mut args: Vec<OsString> = vec!["pull".into(), "--quiet".into()];
         if let Some(a) = &opts.authfile {

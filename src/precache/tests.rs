@@ -72,6 +72,20 @@ impl Fake {
 }
 
 impl Backend for Fake {
+    fn tag(&self, source: &str, name: &str) -> Result<()> {
+        let mut stored = self.stored.lock().unwrap();
+        for i in stored.iter_mut() {
+            if i.digests
+                .iter()
+                .chain(&i.names)
+                .any(|n| crate::precache::normalize(n).ok().as_deref() == Some(source))
+            {
+                i.names.push(name.to_string());
+            }
+        }
+        Ok(())
+    }
+
     fn images(&self) -> Result<Vec<ImageFacts>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         if self.list_fails {

@@ -243,7 +243,10 @@ pub(super) fn restore_etc(
 pub(super) fn precache(env: &Env<'_>, image: &str) -> Result<Outcome> {
     // RestoreEtc is recorded as done: its resume stamp has served its purpose.
     if let Some(t) = env.target {
-        crate::seed::restore::discard_etc_attempt(&stateroot::stateroot_dir(env.paths, &t.stateroot))?;
+        crate::seed::restore::discard_etc_attempt(&stateroot::stateroot_dir(
+            env.paths,
+            &t.stateroot,
+        ))?;
     }
     let auth = authfile(env)?;
     let src = open_seed(env, image, &auth)?;

@@ -1,8 +1,9 @@
 //! `containers.list`: the images a target precaches before it pivots into the seed's OS.
 //!
-//! Every named image in the seed's container storage, one pull-spec per line. A name is pinned
-//! to its digest (`repo@sha256:...`) when the storage knows a digest for that repository, so a
-//! target fetches exactly the seed's image even if the tag moved since; otherwise the name
+//! Every named image in the seed's container storage, one pull-spec per line. A tagged name is
+//! pinned to its digest (`repo:tag@sha256:...`) when the storage knows a digest for that
+//! repository: a target pulls exactly the seed's image (by digest) even if the tag moved since,
+//! and then gives it the tag, so workloads that name `repo:tag` find it; otherwise the name
 //! (`repo:tag`) is used as is. Images without a name (dangling layers of rebuilt tags,
 //! intermediate build images) cannot be pulled by anyone and are skipped.
 //!
@@ -80,12 +81,16 @@ pub fn pull_specs(image: &ImageFacts) -> Vec<String> {
         .iter()
         .map(|name| {
             let repo = repository(name);
-            image
+            match image
                 .digests
                 .iter()
-                .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo))
-                .cloned()
-                .unwrap_or_else(|| name.clone())
+                .find_map(|d| d.split_once('@').filter(|(r, _)| *r == repo))
+            {
+                // `repo:tag@digest`: the digest decides what is pulled, the tag what it is called.
+                Some((_, digest)) if !name.contains('@') => format!("{name}@{digest}"),
+                Some(_) => name.clone(),
+                None => name.clone(),
+            }
         })
         .collect()
 }
@@ -161,7 +166,7 @@ mod tests {
             [
                 "localhost/built:1".to_string(),
                 "mirror:5000/x/app:1".to_string(),
-                format!("quay.io/x/app@{d1}"),
+                format!("quay.io/x/app:1@{d1}"),
                 format!("quay.io/x/base@{d1}"),
                 "quay.io/x/tool:2".to_string(),
             ]
