@@ -138,7 +138,7 @@ fn main() -> Result<()> {
     let table = format!(
         "Commit of {files} files ({objects} objects, {mib:.1} MiB in archive format), local OCI layout, empty target repository.\n\n\
          | command | median | p10 | p90 |\n|---|---|---|---|\n\
-         | ibu import (fetch missing objects from the packs + verified pull into the target) | {} | {} | {} |\n\
+         | ibu import (ranged reads of the packs, checksums verified, written by parallel transactions into the target) | {} | {} | {} |\n\
          | `ostree pull-local` (trusted: no checksums) | {} | {} | {} |\n\
          | `ostree pull-local --untrusted` (checksums verified, as ibu does) | {} | {} | {} |\n\n\
          **ratio ibu / `ostree pull-local`: {:.2}×** (target ≤ 1.2×); ibu / `pull-local --untrusted`: {:.2}×. {rounds} alternating rounds.\n",
