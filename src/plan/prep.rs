@@ -15,8 +15,9 @@
 //!
 //! Every finished step leaves a marker in `progress`; the planner picks the first step without
 //! one, so a killed ibu or a reboot continues where it stopped (LCA fails Prep instead). Steps
-//! 5–10 are idempotent on their own (staged objects, re-extracted layers, a deployment found by
-//! its `ibu=` argument, present images skipped), so a crash inside a step is harmless too.
+//! 5–10 are idempotent on their own (objects already in the repository skipped, layers
+//! re-extracted, a deployment found by its `ibu=` argument, present images skipped), so a crash
+//! inside a step is harmless too.
 //! Phases `Stateroot` (5–9) and `Precache` (10) are timed in `status.history` as LCA does.
 
 use anyhow::Result;

@@ -3,12 +3,14 @@
 //! The seed's `ostree-index.json` says where every object of the commit lies in the pack layers.
 //! The target asks its own repository which objects it already has (an OS one version apart
 //! shares most of them), fetches the rest with HTTP range requests — neighbouring objects
-//! merged into one request, a whole pack streamed when most of it is needed — and writes each
-//! straight into the target repository through libostree with its expected checksum, so ostree
-//! verifies every object as it is written (a wrong byte is an error, never a corrupt OS). The
-//! commit object goes in last, after everything it references; the transaction is committed
-//! after every pack, so a crash keeps what was fetched and the restarted fetch continues where
-//! it stopped. No staging copy: the bytes are written once.
+//! merged into one request of at most [`MAX_REQUEST_BYTES`]; a registry without range support
+//! gets whole-blob reads — and writes each straight into the target repository through
+//! libostree with its expected checksum, so ostree verifies every object as it is written (a
+//! wrong byte is an error, never a corrupt OS). Up to four writers run at once, each with its
+//! own repository handle and transaction. The commit object goes in last, after everything it
+//! references; every writer commits its transaction after each pack, so a crash keeps what was
+//! fetched and the restarted fetch continues where it stopped. No staging copy: the bytes are
+//! written once.
 
 use std::collections::BTreeMap;
 use std::io::Read;

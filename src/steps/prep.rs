@@ -1,8 +1,9 @@
 //! Executors of Prep's steps: thin wrappers that read the seed and change the sysroot.
 //!
 //! Everything a step downloads lives in ibu's workspace (`/var/lib/ibu/workspace/seed`) until
-//! it is consumed: the metadata layer, the staging repository of fetched ostree objects. The pull
-//! secret is written as an authfile (mode 0600) only for as long as a step needs it.
+//! it is consumed: the metadata layer and extraction scratch (ostree objects go straight into
+//! the sysroot repository). The pull secret is written as an authfile (mode 0600) only for as
+//! long as a step needs it.
 
 use std::path::{Path, PathBuf};
 
