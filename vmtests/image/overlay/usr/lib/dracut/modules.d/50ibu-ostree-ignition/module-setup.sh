@@ -1,0 +1,16 @@
+#!/bin/bash
+# Glue between Ignition's dracut module (Debian's `ignition` package) and ostree's: on the
+# first boot, Ignition writes into the deployment that ostree-prepare-root made /sysroot, with
+# the stateroot's /var mounted where the booted system will have it.
+check() { return 255; }   # only when asked for (dracut.conf.d/90-ibu-vm.conf)
+depends() { echo ignition ostree; }
+install() {
+    inst_multiple readlink dirname mountpoint install tr sed tail
+    inst_script "$moddir/ibu-ostree-ignition-var.sh" /usr/sbin/ibu-ostree-ignition-var
+    inst_simple "$moddir/ibu-ostree-ignition-var.service" \
+        "$systemdsystemunitdir/ibu-ostree-ignition-var.service"
+    # First boot only, like Ignition's own units on a disk install.
+    mkdir -p "$initdir/$systemdsystemunitdir/ignition-diskful.target.requires"
+    ln_r "$systemdsystemunitdir/ibu-ostree-ignition-var.service" \
+        "$systemdsystemunitdir/ignition-diskful.target.requires/ibu-ostree-ignition-var.service"
+}
