@@ -8,6 +8,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 old=${1:?}; new=${2:?}
 mirror=${IBU_VM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
+# Debian's kernel hooks would build an initramfs in /boot on every kernel or dracut trigger;
+# customize.sh builds the one ostree boots, once. (/etc/kernel/postinst.d/dracut honours INITRD.)
+export INITRD=No
+
 list() { sed -e 's/#.*//' "$1" | xargs | tr ' ' ','; }
 
 mmdebstrap --variant=apt --mode=root --format=directory \

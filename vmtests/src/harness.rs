@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value as Json;
+use sha2::Digest;
 
+use crate::http::FileServer;
 use crate::ignition::{self, RunConfig};
 use crate::image::Images;
 use crate::report;
@@ -32,6 +34,8 @@ pub struct Harness {
     pub timeouts: Timeouts,
     ssh_key: PathBuf,
     ssh_public_key: String,
+    ibu_url: String,
+    ibu_sha512: String,
     vms: RefCell<Vec<Rc<Vm>>>,
 }
 
@@ -44,7 +48,8 @@ impl Harness {
             &self.repo,
             &RunConfig {
                 ssh_public_key: &self.ssh_public_key,
-                ibu_binary: &self.ibu,
+                ibu_url: &self.ibu_url,
+                ibu_sha512: &self.ibu_sha512,
                 extra,
             },
         )?;
@@ -67,13 +72,12 @@ impl Harness {
 
     /// The sha256 of the ibu binary under test.
     pub fn ibu_sha256(&self) -> Result<String> {
-        use sha2::{Digest, Sha256};
-        let bytes = fs_err::read(&self.ibu)?;
-        Ok(Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hex(&sha2::Sha256::digest(fs_err::read(&self.ibu)?)))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How a scenario ended.
@@ -102,6 +106,9 @@ pub struct Run {
     pub timeouts: Timeouts,
     pub ssh_key: PathBuf,
     pub ssh_public_key: String,
+    /// Serves the ibu binary under test to the guests' Ignition.
+    pub files: FileServer,
+    pub ibu_sha512: String,
     /// Keep the VM disks of passed scenarios too.
     pub keep_disks: bool,
 }
@@ -126,6 +133,9 @@ impl Run {
             bail!("ssh-keygen for {} failed: {status}", ssh_key.display());
         }
         let ssh_public_key = fs_err::read_to_string(ssh_key.with_extension("pub"))?;
+        let binary = fs_err::read(&ibu)?;
+        let ibu_sha512 = hex(&sha2::Sha512::digest(&binary));
+        let files = FileServer::start([("ibu".to_string(), binary)].into())?;
         Ok(Run {
             repo: repo.to_path_buf(),
             images,
@@ -134,6 +144,8 @@ impl Run {
             timeouts: Timeouts::default(),
             ssh_key,
             ssh_public_key,
+            files,
+            ibu_sha512,
             keep_disks,
         })
     }
@@ -149,6 +161,8 @@ impl Run {
             timeouts: self.timeouts.clone(),
             ssh_key: self.ssh_key.clone(),
             ssh_public_key: self.ssh_public_key.clone(),
+            ibu_url: self.files.url("ibu"),
+            ibu_sha512: self.ibu_sha512.clone(),
             vms: RefCell::new(Vec::new()),
         };
         let started = Instant::now();

@@ -140,8 +140,11 @@ pub fn validate_file(path: &Path) -> Result<()> {
 pub struct RunConfig<'a> {
     /// The public SSH key of this harness run, for root.
     pub ssh_public_key: &'a str,
-    /// The ibu binary under test (the one just built).
-    pub ibu_binary: &'a Path,
+    /// Where the guest fetches the ibu binary under test (the harness serves it over HTTP:
+    /// Ignition reads QEMU's fw_cfg far too slowly for a binary inline in the config).
+    pub ibu_url: &'a str,
+    /// The binary's SHA-512 (Ignition verifies what it fetched).
+    pub ibu_sha512: &'a str,
     /// More configs to merge after ibu's (a scenario's own files, e.g. a desired state).
     pub extra: Vec<Json>,
 }
@@ -149,6 +152,7 @@ pub struct RunConfig<'a> {
 /// The config a test VM boots with: Ignition merges, in order, ibu's shipped configs
 /// (unchanged, from `ignition/`), the run's own (root's SSH key, the ibu binary under test
 /// replacing the shipped placeholder source), then `extra`. Later configs win per file path.
+/// The config stays small (a few KiB), as QEMU's fw_cfg needs.
 pub fn vm_config(repo: &Path, run: &RunConfig) -> Result<Json> {
     let mut merge = Vec::new();
     for s in SOURCES {
@@ -156,7 +160,6 @@ pub fn vm_config(repo: &Path, run: &RunConfig) -> Result<Json> {
         let bytes = fs_err::read(&path)?;
         merge.push(json!({ "source": butane::data_url(&bytes) }));
     }
-    let binary = fs_err::read(run.ibu_binary)?;
     let run_config = json!({
         "ignition": { "version": butane::IGNITION_VERSION },
         "passwd": { "users": [ { "name": "root", "sshAuthorizedKeys": [ run.ssh_public_key.trim() ] } ] },
@@ -164,7 +167,10 @@ pub fn vm_config(repo: &Path, run: &RunConfig) -> Result<Json> {
             "path": "/usr/local/bin/ibu",
             "mode": 0o755,
             "overwrite": true,
-            "contents": { "source": butane::data_url(&gzip(&binary)?), "compression": "gzip" },
+            "contents": {
+                "source": run.ibu_url,
+                "verification": { "hash": format!("sha512-{}", run.ibu_sha512) },
+            },
         } ] },
     });
     for config in std::iter::once(&run_config).chain(&run.extra) {

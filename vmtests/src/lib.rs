@@ -4,6 +4,7 @@
 pub mod butane;
 pub mod guest;
 pub mod harness;
+pub mod http;
 pub mod ignition;
 pub mod image;
 pub mod report;

@@ -54,13 +54,12 @@ fn machineconfigs_wrap_the_same_valid_configs() {
 #[test]
 fn the_config_a_test_vm_boots_with_is_valid() {
     let tmp = tempfile::tempdir().unwrap();
-    let fake_ibu = tmp.path().join("ibu");
-    std::fs::write(&fake_ibu, b"#!/bin/sh\necho not really ibu\n").unwrap();
     let config = ignition::vm_config(
         &repo_root(),
         &RunConfig {
             ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIbuVmTestsKeyKeyKeyKeyKeyKeyKeyKeyKeyKeyKey test",
-            ibu_binary: &fake_ibu,
+            ibu_url: "http://10.0.2.2:8080/ibu",
+            ibu_sha512: &"ab".repeat(64),
             extra: vec![ignition::files_config(&[("/etc/ibu/upgrade.yaml", 0o644, "spec: {}\n")])],
         },
     )
