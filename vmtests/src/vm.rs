@@ -256,9 +256,9 @@ impl Vm {
                 }
                 Err(e) => {
                     return Err(e.context(format!(
-                        "VM {}: boot failed; console tail:\n{}",
+                        "VM {}: boot failed (console: {})",
                         self.name,
-                        self.console_tail(40)
+                        self.console.display()
                     )));
                 }
             }
@@ -462,6 +462,23 @@ impl Vm {
         }
     }
 
+    /// Type a command on the serial console (a shell there: the emergency shell of a failed
+    /// boot, or the autologin root shell) and return what the console printed within `wait`.
+    /// For when SSH is not there; output and prompt are interleaved with console messages.
+    pub fn console_command(&self, command: &str, wait: Duration) -> Result<String> {
+        use std::io::Write;
+        let sock = self.dir.join("console.sock");
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock)
+            .with_context(|| format!("VM {}: connecting to {}", self.name, sock.display()))?;
+        let offset = fs_err::metadata(&self.console).map_or(0, |m| m.len());
+        // Enter first: the emergency shell asks for it ("Press Enter for maintenance").
+        stream.write_all(b"\r")?;
+        std::thread::sleep(Duration::from_secs(2));
+        stream.write_all(format!("{command}\r").as_bytes())?;
+        std::thread::sleep(wait);
+        Ok(report::strip_ansi(&read_from(&self.console, offset)))
+    }
+
     /// The guest's journal and state, saved to the VM's directory; a readable summary back.
     pub fn collect_diagnostics(&self) -> String {
         let mut summary = format!(
@@ -472,6 +489,18 @@ impl Vm {
         );
         if !self.is_running() {
             summary.push_str("(VM not running: no journal)\n");
+            return summary;
+        }
+        if failed_boot(&read_from(&self.console, 0)).is_some() {
+            // No SSH in the initramfs: ask its emergency shell on the console.
+            let cmd = "journalctl -b --no-pager -o short-monotonic -p warning | tail -n 40";
+            match self.console_command(cmd, Duration::from_secs(45)) {
+                Ok(out) => summary.push_str(&format!(
+                    "--- VM {}: journal from the emergency shell ---\n{out}\n",
+                    self.name
+                )),
+                Err(e) => summary.push_str(&format!("(no journal from the console: {e:#})\n")),
+            }
             return summary;
         }
         let journal = self.dir.join("journal.txt");

@@ -17,6 +17,7 @@ install() {
     # for the first boot only.
     inst_simple "$moddir/10-ibu-vm-firstboot.network" /etc/systemd/network/10-ibu-vm-firstboot.network
     inst_script "$moddir/ibu-ostree-ignition-var.sh" /usr/sbin/ibu-ostree-ignition-var
+    inst_script "$moddir/setfiles-noop.sh" /usr/sbin/setfiles
     inst_simple "$moddir/ibu-ostree-ignition-var.service" \
         "$systemdsystemunitdir/ibu-ostree-ignition-var.service"
     # First boot only, like Ignition's own units on a disk install.
