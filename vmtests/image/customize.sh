@@ -11,6 +11,9 @@ systemctl --root="$root" enable ibu-vm-booted.service ibu-vm-firstboot-done.serv
 # No machine id: systemd then treats the first boot as such and applies presets, which is how
 # Ignition's "enabled: true" units get enabled.
 rm -f "$root/etc/machine-id" "$root/var/lib/dbus/machine-id"
+# ...but on a first boot systemd-firstboot would ask for a timezone on the console and block
+# sysinit (and with it udev) until it gives up. Ignition configures the node instead.
+systemctl --root="$root" mask systemd-firstboot.service
 
 # The initramfs where ostree wants it: /usr/lib/modules/$kver/initramfs.img (+ vmlinuz).
 kver=$(ls "$root/usr/lib/modules")
