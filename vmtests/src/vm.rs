@@ -510,7 +510,12 @@ impl Vm {
         ) {
             Ok(out) if out.code == 0 => {
                 let _ = fs_err::write(&journal, &out.stdout);
-                let lines: Vec<&str> = out.stdout.lines().collect();
+                // The harness's own SSH logins are noise here.
+                let lines: Vec<&str> = out
+                    .stdout
+                    .lines()
+                    .filter(|l| !l.contains(" sshd["))
+                    .collect();
                 summary.push_str(&format!(
                     "--- VM {}: journal of this boot (last 60 lines; all in {}) ---\n{}\n",
                     self.name,

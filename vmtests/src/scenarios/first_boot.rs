@@ -137,7 +137,7 @@ pub fn run(h: &Harness) -> Result<()> {
     })?;
 
     step("ibu logs to journald with its structured fields", || {
-        let entries = guest::journal(&vm, "-b -u ibu.service SYSLOG_IDENTIFIER=ibu")?;
+        let entries = guest::journal(&vm, "-b SYSLOG_IDENTIFIER=ibu")?;
         let with_id: Vec<&Json> = entries
             .iter()
             .filter(|e| e.get("MESSAGE_ID").is_some())
