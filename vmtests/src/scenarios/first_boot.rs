@@ -17,7 +17,7 @@ const IBU_RUN: Duration = Duration::from_secs(300);
 
 pub fn run(h: &Harness) -> Result<()> {
     let vm = h.provision("node", vec![])?;
-    let boot = vm.boots()[0].clone();
+    let boot = vm.boots().first().cloned().context("no boot recorded")?;
 
     step("the old OS (1.0.0) is booted from stateroot debian", || {
         ensure!(boot.version == "1.0.0", "booted version {}", boot.version);
@@ -54,7 +54,10 @@ pub fn run(h: &Harness) -> Result<()> {
                 cmdline.contains("ignition.firstboot"),
                 "first boot without ignition.firstboot: {cmdline}"
             );
-            let entries = vm.ssh("grep -h ^options /boot/loader/entries/*.conf")?;
+            // The boot entry, and the extlinux menu ostree made from it (what extlinux reads).
+            let entries = vm.ssh(
+                "grep -h ^options /boot/loader/entries/*.conf; grep APPEND /boot/loader/syslinux.cfg",
+            )?;
             ensure!(
                 !entries.contains("ignition."),
                 "the next boot would run Ignition again: {entries}"
