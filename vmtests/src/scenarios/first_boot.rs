@@ -259,11 +259,12 @@ pub fn run(h: &Harness) -> Result<()> {
             "journalctl -o cat -b -u ibu.service | grep -E 'Main process exited|Scheduled restart' || true",
         )?;
             note(&format!(
-                "  NRestarts={} last exit {}; {}",
-                run.restarts,
-                run.exit_status,
-                exits.lines().count()
+                "  NRestarts={}, last run exited {}; systemd said:",
+                run.restarts, run.exit_status
             ));
+            for line in exits.lines() {
+                note(&format!("    {line}"));
+            }
             ensure!(
                 run.restarts >= 1,
                 "ibu.service was not restarted: {run:?}\n{exits}"
