@@ -18,7 +18,7 @@ packages=(
   # benchmarks
   hyperfine
   # the VM tests: images (mmdebstrap, ostree, extlinux, GPT), QEMU, SSH into the guests
-  mmdebstrap ostree-boot extlinux syslinux-common qemu-system-x86 qemu-utils openssh-client
+  mmdebstrap gpg ostree-boot extlinux syslinux-common qemu-system-x86 qemu-utils openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then
