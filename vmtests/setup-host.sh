@@ -19,6 +19,8 @@ packages=(
   ignition
   # benchmarks
   hyperfine
+  # the VM tests: images (mmdebstrap, ostree, extlinux, GPT), QEMU, SSH into the guests
+  mmdebstrap gpg ostree-boot extlinux syslinux-common qemu-system-x86 qemu-utils openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,133 @@
+//! Facts read from a guest, typed, for scenarios to assert on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value as Json;
+
+use crate::vm::Vm;
+
+/// `systemctl show UNIT -p ...` as a map.
+pub fn unit_props(vm: &Vm, unit: &str, props: &[&str]) -> Result<BTreeMap<String, String>> {
+    let out = vm.ssh(&format!("systemctl show {unit} -p {}", props.join(",")))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// How a run of a service ended.
+#[derive(Debug, Clone)]
+pub struct ServiceRun {
+    pub invocation: String,
+    pub active_state: String,
+    /// `success`, `exit-code`, ...
+    pub result: String,
+    pub exit_status: i32,
+    pub restarts: u32,
+}
+
+const RUN_PROPS: &[&str] = &[
+    "InvocationID",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "ExecMainStatus",
+    "NRestarts",
+    "ExecMainStartTimestampMonotonic",
+];
+
+/// The last run of `unit`, if it has finished (not activating, active or about to restart).
+pub fn finished_run(vm: &Vm, unit: &str) -> Result<Option<ServiceRun>> {
+    let p = unit_props(vm, unit, RUN_PROPS)?;
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    let settled = matches!(get("ActiveState").as_str(), "inactive" | "failed")
+        && get("SubState") != "auto-restart";
+    if !settled || get("ExecMainStartTimestampMonotonic") == "0" {
+        return Ok(None);
+    }
+    Ok(Some(ServiceRun {
+        invocation: get("InvocationID"),
+        active_state: get("ActiveState"),
+        result: get("Result"),
+        exit_status: get("ExecMainStatus").parse().unwrap_or(-1),
+        restarts: get("NRestarts").parse().unwrap_or(0),
+    }))
+}
+
+/// Wait for a run of `unit` other than invocation `not` to finish.
+pub fn wait_for_run(
+    vm: &Vm,
+    unit: &str,
+    not: Option<&str>,
+    timeout: Duration,
+) -> Result<ServiceRun> {
+    vm.wait_for(
+        &format!("a finished run of {unit}"),
+        timeout,
+        Duration::from_secs(2),
+        || {
+            Ok(finished_run(vm, unit)?
+                .filter(|r| Some(r.invocation.as_str()) != not && !r.invocation.is_empty()))
+        },
+    )
+}
+
+/// A mount as findmnt sees it.
+#[derive(Debug)]
+pub struct Mount {
+    pub source: String,
+    pub fstype: String,
+    pub options: Vec<String>,
+}
+
+pub fn findmnt(vm: &Vm, target: &str) -> Result<Mount> {
+    let out = vm.ssh(&format!(
+        "findmnt -J -o SOURCE,FSTYPE,OPTIONS --mountpoint {target}"
+    ))?;
+    let j: Json = serde_json::from_str(&out).with_context(|| format!("findmnt output: {out}"))?;
+    let fs = &j["filesystems"][0];
+    let s = |k: &str| fs[k].as_str().unwrap_or_default().to_string();
+    Ok(Mount {
+        source: s("source"),
+        fstype: s("fstype"),
+        options: s("options").split(',').map(str::to_string).collect(),
+    })
+}
+
+/// `ibu status -o json` in the guest.
+pub fn ibu_status(vm: &Vm) -> Result<Json> {
+    let out = vm.ssh("ibu status -o json")?;
+    serde_json::from_str(&out).with_context(|| format!("ibu status -o json: {out}"))
+}
+
+/// The status of condition `kind` (`"True"`, `"False"`) in an ibu status document.
+pub fn condition(status: &Json, kind: &str) -> Option<String> {
+    status["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+/// The journal entries of `unit` in this boot, as JSON objects (`journalctl -o json`).
+pub fn journal(vm: &Vm, args: &str) -> Result<Vec<Json>> {
+    let out = vm.ssh(&format!("journalctl --no-pager -o json {args}"))?;
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("journal line: {l}")))
+        .collect()
+}
+
+/// Replace a file in the guest (written to a temporary file and renamed, like an editor).
+pub fn write_file(vm: &Vm, path: &str, contents: &str) -> Result<()> {
+    if contents.contains("IBU_EOF") {
+        bail!("contents for {path} contain the heredoc marker");
+    }
+    vm.ssh(&format!(
+        "cat > {path}.tmp <<'IBU_EOF'\n{contents}IBU_EOF\nmv {path}.tmp {path}"
+    ))?;
+    Ok(())
+}
