@@ -11,6 +11,12 @@ use ostree::glib;
 /// repository at `source` into `target`, skipping objects `target` already has. `untrusted`
 /// verifies every object's checksum as it is written (always wanted when the source was
 /// assembled from downloads). Progress is logged every few seconds.
+///
+/// libostree's pull runs its I/O on the calling thread's *thread-default* main context, which is
+/// the process-global default one unless a thread pushes its own. Two pulls on different threads
+/// (tests run in parallel; a future parallel import) would then dispatch each other's callbacks
+/// and crash (a segfault in the test suite, traced to exactly this). So every pull gets a fresh
+/// main context of its own, as rpm-ostree does.
 pub fn pull_local(target: &ostree::Repo, source: &Path, rev: &str, untrusted: bool) -> Result<()> {
     let url = gio::prelude::FileExt::uri(&gio::File::for_path(source));
     let options = glib::VariantDict::new(None);
@@ -36,13 +42,17 @@ pub fn pull_local(target: &ostree::Repo, source: &Path, rev: &str, untrusted: bo
             "copying ostree objects"
         );
     });
-    target
-        .pull_with_options(
-            &url,
-            &options.end(),
-            Some(&progress),
-            gio::Cancellable::NONE,
-        )
+    let context = glib::MainContext::new();
+    context
+        .with_thread_default(|| {
+            target.pull_with_options(
+                &url,
+                &options.end(),
+                Some(&progress),
+                gio::Cancellable::NONE,
+            )
+        })
+        .context("acquiring a main context for the pull")?
         .with_context(|| format!("pulling {rev} from {}", source.display()))?;
     progress.finish();
     Ok(())
