@@ -78,6 +78,18 @@ pub fn export(source: &Path, commit: &str, dest: &Path) -> Result<OstreeExport> 
         .create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
         .with_context(|| format!("creating archive repository {}", dest.display()))?;
     archive.set_disable_fsync(true);
+    // Archive objects are zlib-compressed one by one, which is most of an export's time. Level 1
+    // instead of libostree's 6: on the VM images' 896 MiB commit, 13 s instead of 23 s on this
+    // host (436 s at level 6 in a TCG guest) for a 7 % larger export (382 vs 356 MiB) — and a
+    // target fetches only the objects it lacks, so size matters less than a seed host's time.
+    let config = archive.config();
+    config.set_integer("archive", "zlib-level", 1);
+    archive
+        .write_config(&config)
+        .with_context(|| format!("configuring archive repository {}", dest.display()))?;
+    archive
+        .reload_config(gio::Cancellable::NONE)
+        .with_context(|| format!("reloading archive repository {}", dest.display()))?;
     tracing::info!(commit, source = %source.display(), dest = %dest.display(), "exporting the ostree commit");
 
     crate::repo::pull_local(&archive, source, commit, true).with_context(|| {
