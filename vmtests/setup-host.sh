@@ -13,6 +13,8 @@ packages=(
   xfsprogs e2fsprogs gdisk util-linux tar attr
   # test registries use TLS certificates made by openssl
   openssl
+  # the VM tests' workload images hold a static busybox
+  busybox-static
   # unit files are checked with systemd-analyze
   systemd
   # Ignition configs are validated with ignition-validate

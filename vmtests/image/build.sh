@@ -4,7 +4,8 @@
 #   OUT/repo       ostree archive repository: ibu-vm/old (1.0.0) and ibu-vm/new (1.1.0)
 #   OUT/disk.raw   the pristine disk: GPT, extlinux, /boot, the ostree root with 1.0.0 deployed
 #                  as stateroot "debian", never booted (the first boot runs Ignition)
-#   OUT/info.env   what the harness needs to know about the disk
+#   OUT/disk-new.raw  the same with 1.1.0 deployed (what the seed VM boots)
+#   OUT/info.env   what the harness needs to know about the disk (info-new.env: the new one)
 # Usage: build.sh OUT       (root; needs the packages of vmtests/setup-host.sh)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +27,9 @@ for version in old new; do
   rm -rf "${work:?}/$version"
 done
 
-step "pristine disk"
+step "pristine disk: old OS (targets)"
 "$here/disk.sh" "$out/repo" ibu-vm/old "$out/disk.raw" "$out/info.env"
+step "pristine disk: new OS (the seed VM)"
+"$here/disk.sh" "$out/repo" ibu-vm/new "$out/disk-new.raw" "$out/info-new.env"
 rmdir "$work"
 step "done"

@@ -14,6 +14,7 @@ use sha2::Digest;
 use crate::http::FileServer;
 use crate::ignition::{self, RunConfig};
 use crate::image::Images;
+use crate::registry::Registry;
 use crate::report;
 use crate::vm::{Hang, Timeouts, Vm, VmSpec};
 
@@ -37,13 +38,77 @@ pub struct Harness {
     ibu_url: String,
     ibu_sha512: String,
     vms: RefCell<Vec<Rc<Vm>>>,
+    /// What the run's scenarios share (the registry, the seed once made).
+    pub shared: Rc<Shared>,
+}
+
+/// Which OS a VM's disk has deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Os {
+    /// 1.0.0: what targets run.
+    Old,
+    /// 1.1.0: what the seed VM runs.
+    New,
+}
+
+/// A seed in the run's registry, made by `ibu seed create` on a seed VM.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// As guests name it.
+    pub image: String,
+    pub version: String,
+    /// The workload images the seed VM had (its `containers.list`), as guests name them.
+    pub workloads: Vec<String>,
+}
+
+/// Started lazily by the first scenario that needs them; shared by the run's scenarios.
+pub struct Shared {
+    dir: PathBuf,
+    registry: RefCell<Option<Rc<Registry>>>,
+    workloads: RefCell<Option<Vec<String>>>,
+    pub seed: RefCell<Option<Seed>>,
+}
+
+impl Shared {
+    /// The run's registry (started on first use).
+    pub fn registry(&self) -> Result<Rc<Registry>> {
+        if let Some(r) = self.registry.borrow().as_ref() {
+            return Ok(r.clone());
+        }
+        let r = Rc::new(report::step(
+            "a registry on the host (docker-registry, htpasswd)",
+            || Registry::start(&self.dir.join("registry")),
+        )?);
+        *self.registry.borrow_mut() = Some(r.clone());
+        Ok(r)
+    }
+
+    /// The workload images, built and pushed on first use.
+    pub fn workloads(&self) -> Result<Vec<String>> {
+        if let Some(w) = self.workloads.borrow().as_ref() {
+            return Ok(w.clone());
+        }
+        let registry = self.registry()?;
+        let dir = self.dir.join("workloads");
+        fs_err::create_dir_all(&dir)?;
+        let w = report::step("workload images built on the host and pushed", || {
+            crate::workloads::publish(&registry, &dir)
+        })?;
+        *self.workloads.borrow_mut() = Some(w.clone());
+        Ok(w)
+    }
 }
 
 impl Harness {
-    /// Provision a VM from the pristine disk: ibu's shipped Ignition configs, the run's SSH key
+    /// Provision a VM on the old OS; see [`Harness::provision_os`].
+    pub fn provision(&self, name: &str, extra: Vec<Json>) -> Result<Rc<Vm>> {
+        self.provision_os(name, Os::Old, extra)
+    }
+
+    /// Provision a VM from a pristine disk: ibu's shipped Ignition configs, the run's SSH key
     /// and ibu binary, then `extra` configs (see `ignition::files_config`), and wait for the
     /// first boot to be up.
-    pub fn provision(&self, name: &str, extra: Vec<Json>) -> Result<Rc<Vm>> {
+    pub fn provision_os(&self, name: &str, os: Os, extra: Vec<Json>) -> Result<Rc<Vm>> {
         let config = ignition::vm_config(
             &self.repo,
             &RunConfig {
@@ -55,7 +120,10 @@ impl Harness {
         )?;
         let vm = Rc::new(Vm::create(VmSpec {
             name,
-            base_disk: &self.images.disk,
+            base_disk: match os {
+                Os::Old => &self.images.disk,
+                Os::New => &self.images.disk_new,
+            },
             ignition: &config,
             ssh_key: &self.ssh_key,
             dir: self.dir.join(name),
@@ -111,6 +179,7 @@ pub struct Run {
     pub ibu_sha512: String,
     /// Keep the VM disks of passed scenarios too.
     pub keep_disks: bool,
+    pub shared: Rc<Shared>,
 }
 
 impl Run {
@@ -136,7 +205,14 @@ impl Run {
         let binary = fs_err::read(&ibu)?;
         let ibu_sha512 = hex(&sha2::Sha512::digest(&binary));
         let files = FileServer::start([("ibu".to_string(), binary)].into())?;
+        let shared = Rc::new(Shared {
+            dir: dir.clone(),
+            registry: RefCell::new(None),
+            workloads: RefCell::new(None),
+            seed: RefCell::new(None),
+        });
         Ok(Run {
+            shared,
             repo: repo.to_path_buf(),
             images,
             ibu,
@@ -164,6 +240,7 @@ impl Run {
             ibu_url: self.files.url("ibu"),
             ibu_sha512: self.ibu_sha512.clone(),
             vms: RefCell::new(Vec::new()),
+            shared: self.shared.clone(),
         };
         let started = Instant::now();
         let result = (s.run)(&h);

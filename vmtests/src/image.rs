@@ -6,6 +6,7 @@
 //! $IBU_VMTESTS_CACHE (default /var/cache/ibu-vmtests)/
 //!   <key>/repo       ostree archive repository: ibu-vm/old (1.0.0), ibu-vm/new (1.1.0)
 //!   <key>/disk.raw   the pristine disk (read-only; VMs boot qcow2 overlays of it)
+//!   <key>/disk-new.raw  the same with the new OS deployed (the seed VM's)
 //!   <key>/info.env   stateroot, commit, disk size
 //!   <key>/build.log  the build's output
 //!   .lock            held while building
@@ -32,6 +33,8 @@ pub struct Images {
     pub key: String,
     /// The pristine disk: never booted, the old OS deployed, Ignition's first-boot kargs.
     pub disk: PathBuf,
+    /// The same with the new OS deployed (what the seed VM runs).
+    pub disk_new: PathBuf,
     /// The ostree repository with both OS versions.
     pub repo: PathBuf,
     pub info: BTreeMap<String, String>,
@@ -122,7 +125,7 @@ pub fn ensure(repo: &Path, force: bool) -> Result<Images> {
     if force && dir.exists() {
         remove_tree(&dir)?;
     }
-    if dir.join("disk.raw").exists() {
+    if dir.join("disk.raw").exists() && dir.join("disk-new.raw").exists() {
         report::note(&format!("images: cached {} (key {key})", dir.display()));
         return load(dir, key);
     }
@@ -147,8 +150,9 @@ pub fn ensure(repo: &Path, force: bool) -> Result<Images> {
         );
     }
     fs_err::rename(&log, tmp.join("build.log"))?;
-    let disk = tmp.join("disk.raw");
-    fs_err::set_permissions(&disk, std::fs::Permissions::from_mode(0o444))?;
+    for disk in ["disk.raw", "disk-new.raw"] {
+        fs_err::set_permissions(tmp.join(disk), std::fs::Permissions::from_mode(0o444))?;
+    }
     fs_err::rename(&tmp, &dir)?;
     report::note(&format!(
         "images: built in {:.0}s",
@@ -202,6 +206,7 @@ fn load(dir: PathBuf, key: String) -> Result<Images> {
         .collect();
     Ok(Images {
         disk: dir.join("disk.raw"),
+        disk_new: dir.join("disk-new.raw"),
         repo: dir.join("repo"),
         dir,
         key,

@@ -7,9 +7,11 @@ pub mod harness;
 pub mod http;
 pub mod ignition;
 pub mod image;
+pub mod registry;
 pub mod report;
 pub mod scenarios;
 pub mod vm;
+pub mod workloads;
 
 use std::path::PathBuf;
 

@@ -229,7 +229,7 @@ pub fn run(h: &Harness) -> Result<()> {
     )?;
 
     let prep = step(
-        "a step (exit 75) makes systemd run ibu again: Prep's image cleanup",
+        "a step (exit 75) makes systemd run ibu again: Prep's checks, then Prep fails on an unreachable seed",
         || {
             vm.ssh("systemctl reset-failed ibu.service")?;
             let loaded = unit_props(
@@ -251,8 +251,8 @@ pub fn run(h: &Harness) -> Result<()> {
                 "{loaded:?}"
             );
             ensure!(loaded["RestartUSec"] == "2s", "{loaded:?}");
-            // Threshold 0 %: usage is above it, so Prep runs the image cleanup step (exit 75),
-            // then stops where stateroot setup will be (blocked, exit 3).
+            // Prep's checks run as a step (exit 75), then the seed inspection fails: the seed
+            // names registry.example.com, which this VM cannot reach. Prep failed (exit 3).
             guest::write_file(&vm, "/etc/ibu/upgrade.yaml", PREP_DOC)?;
             let run = wait_for_run(&vm, "ibu.service", Some(&invalid.invocation), IBU_RUN)?;
             let exits = vm.ssh(
@@ -271,6 +271,22 @@ pub fn run(h: &Harness) -> Result<()> {
             );
             ensure!(run.result == "success" && run.exit_status == 3, "{run:?}");
             let status = ibu_status(&vm)?;
+            let prep = status["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "PrepCompleted"))
+                .cloned()
+                .unwrap_or_default();
+            note(&format!(
+                "  PrepCompleted {} {}: {}",
+                prep["status"], prep["reason"], prep["message"]
+            ));
+            ensure!(
+                prep["reason"] == "Failed"
+                    && prep["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("registry.example.com")),
+                "{status:#}"
+            );
             let checks = status["status"]["checks"]
                 .as_array()
                 .cloned()

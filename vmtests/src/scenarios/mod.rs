@@ -3,13 +3,37 @@
 use crate::harness::Scenario;
 
 mod first_boot;
+mod node;
+mod prep;
+mod seed;
 
-pub const ALL: &[Scenario] = &[Scenario {
-    name: "first-boot",
-    about: "Ignition creates and mounts the shared partition; ibu runs at boot and is Idle; \
-            ibu's units work on a real systemd",
-    run: first_boot::run,
-}];
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "first-boot",
+        about: "Ignition creates and mounts the shared partition; ibu runs at boot and is Idle; \
+                ibu's units work on a real systemd",
+        run: first_boot::run,
+    },
+    Scenario {
+        name: "seed",
+        about: "a seed VM on the new OS makes a seed with `ibu seed create` and pushes it to \
+                the host's registry (htpasswd)",
+        run: seed::run,
+    },
+    Scenario {
+        name: "prep",
+        about: "stage Prep by editing the desired file: ibu converges by itself to \
+                PrepCompleted (new stateroot not default, images precached); then stage Idle \
+                aborts and the node boots the old OS as before (makes the seed if needed)",
+        run: prep::run,
+    },
+    Scenario {
+        name: "prep-power-cut",
+        about: "a hard power-off while Prep imports the new OS; at boot ibu resumes and \
+                completes (makes the seed if needed)",
+        run: prep::run_power_cut,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
