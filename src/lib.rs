@@ -5,6 +5,8 @@
 //! step, executes it, records the result ([`status`]) and exits.
 
 pub mod archive;
+pub mod backup;
+pub mod bootloader;
 pub mod checks;
 pub mod cli;
 pub mod edit;
@@ -14,10 +16,12 @@ pub mod humanize;
 pub mod images;
 pub mod lock;
 pub mod logging;
+pub mod manifests;
 pub mod oci;
 pub mod paths;
 pub mod plan;
 pub mod precache;
+pub mod reboot;
 pub mod reconcile;
 pub mod registry;
 pub mod render;

@@ -25,6 +25,30 @@ pub const SANDBOX_FILE: &str = ".ibu-sandbox.yaml";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sandbox {
     pub booted: SandboxDeployment,
+    /// Stands in for `/proc/sys/kernel/random/boot_id`: tests "reboot" by changing it (with
+    /// `booted`). Default `sandbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// Stands in for the seconds since boot (`CLOCK_BOOTTIME`), which the init monitor's
+    /// timeout is measured against. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// Stands in for `systemctl is-system-running` (`running`, `degraded`, `starting`, ...),
+    /// optionally followed by `: unit, unit` naming failed units. Default `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_state: Option<String>,
+}
+
+impl Sandbox {
+    /// A sandbox booted into `booted`, with the default boot id, uptime and system state.
+    pub fn booted(booted: SandboxDeployment) -> Sandbox {
+        Sandbox {
+            booted,
+            boot_id: None,
+            uptime_seconds: None,
+            system_state: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,13 +239,11 @@ mod tests {
         let root = d.path();
         std::fs::create_dir_all(root.join("ostree/repo")).unwrap();
         std::fs::create_dir_all(root.join("ostree/deploy/os/deploy/abc.0/etc")).unwrap();
-        Sandbox {
-            booted: SandboxDeployment {
-                stateroot: "os".into(),
-                checksum: "abc".into(),
-                serial: 0,
-            },
-        }
+        Sandbox::booted(SandboxDeployment {
+            stateroot: "os".into(),
+            checksum: "abc".into(),
+            serial: 0,
+        })
         .write(root)
         .unwrap();
         let p = Paths::for_sysroot(Some(root)).unwrap();

@@ -143,6 +143,7 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
                     desired: &desired,
                     facts: &facts,
                     target: p.recorded.target.as_ref(),
+                    recorded: &p.recorded,
                     progress: &report,
                 },
             );

@@ -198,3 +198,68 @@ pub fn deploy_new(
         serial: d.deployserial(),
     })
 }
+
+/// Make the deployment `d` of `stateroot` the first in the boot order, keeping every other
+/// deployment in its order (ostree has no "default" pointer: index 0 is what boots next).
+/// Returns whether anything changed; a deployment already first is left alone.
+pub fn make_default(paths: &Paths, stateroot: &str, d: &DeploymentRecord) -> Result<bool> {
+    let w = sysroot::open_writable(paths)?;
+    let sr = &w.sysroot;
+    let all = sr.deployments();
+    let pos = all
+        .iter()
+        .position(|x| {
+            x.osname() == stateroot
+                && x.csum() == d.checksum.as_str()
+                && x.deployserial() == d.serial
+        })
+        .with_context(|| {
+            format!(
+                "deployment {stateroot} {}.{} is not in the boot list of sysroot {}",
+                d.checksum,
+                d.serial,
+                paths.sysroot.display()
+            )
+        })?;
+    if pos == 0 {
+        return Ok(false);
+    }
+    let mut order = all.clone();
+    let first = order.remove(pos);
+    order.insert(0, first);
+    sr.write_deployments(&order, gio::Cancellable::NONE)
+        .with_context(|| format!("writing the boot order with {stateroot} first"))?;
+    Ok(true)
+}
+
+/// The boot entry (kernel, initramfs, arguments) of deployment `d` of `stateroot`.
+pub fn boot_entry(
+    paths: &Paths,
+    stateroot: &str,
+    d: &DeploymentRecord,
+) -> Result<crate::bootloader::Entry> {
+    let sr = sysroot::open(paths)?;
+    let dep = sr
+        .deployments()
+        .into_iter()
+        .find(|x| {
+            x.osname() == stateroot
+                && x.csum() == d.checksum.as_str()
+                && x.deployserial() == d.serial
+        })
+        .with_context(|| {
+            format!(
+                "deployment {stateroot} {}.{} not found",
+                d.checksum, d.serial
+            )
+        })?;
+    let bc = dep
+        .bootconfig()
+        .with_context(|| format!("deployment {stateroot} has no boot entry"))?;
+    let get = |k: &str| bc.get(k).map(|s| s.to_string());
+    Ok(crate::bootloader::Entry {
+        linux: get("linux").context("the boot entry has no kernel")?,
+        initrd: get("initrd"),
+        options: get("options").unwrap_or_default(),
+    })
+}

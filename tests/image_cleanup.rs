@@ -89,13 +89,11 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
         let paths = Paths {
-            sandbox: Some(Sandbox {
-                booted: SandboxDeployment {
-                    stateroot: "test".into(),
-                    checksum: "0".repeat(64),
-                    serial: 0,
-                },
-            }),
+            sandbox: Some(Sandbox::booted(SandboxDeployment {
+                stateroot: "test".into(),
+                checksum: "0".repeat(64),
+                serial: 0,
+            })),
             sysroot: root.clone(),
             sysroot_mount: root.clone(),
             boot: root.join("boot"),

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::paths::Paths;
 
+pub mod boot;
 pub mod containers;
 pub mod disks;
 pub mod host;
@@ -27,6 +28,19 @@ pub trait Observe {
     fn containers(&self) -> Result<&ContainerFacts>;
     /// Space the running OS occupies, the basis of the free-space estimate for a seed.
     fn footprint(&self) -> Result<&Footprint>;
+    /// This boot: its id, how long ago it started, systemd's state.
+    fn boot(&self) -> Result<&BootFacts>;
+}
+
+/// This boot (see [`boot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootFacts {
+    /// Changes with every boot (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// Seconds since the kernel started.
+    pub uptime_secs: u64,
+    pub system: boot::SystemState,
 }
 
 /// One ostree deployment, as `ostree admin status` shows it.
@@ -219,6 +233,7 @@ pub struct Live<'a> {
     host: OnceCell<HostFacts>,
     containers: OnceCell<ContainerFacts>,
     footprint: OnceCell<Footprint>,
+    boot: OnceCell<BootFacts>,
 }
 
 impl<'a> Live<'a> {
@@ -230,6 +245,7 @@ impl<'a> Live<'a> {
             host: OnceCell::new(),
             containers: OnceCell::new(),
             footprint: OnceCell::new(),
+            boot: OnceCell::new(),
         }
     }
 }
@@ -258,6 +274,9 @@ impl Observe for Live<'_> {
     fn footprint(&self) -> Result<&Footprint> {
         let ostree = self.ostree()?;
         cached(&self.footprint, || ostree::footprint(self.paths, ostree))
+    }
+    fn boot(&self) -> Result<&BootFacts> {
+        cached(&self.boot, || boot::gather(self.paths))
     }
 }
 

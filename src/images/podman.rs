@@ -262,6 +262,11 @@ impl Podman {
     }
 
     /// Run podman with `args`, return stdout; a failure names the command and carries stderr.
+    /// Run `podman <global options> ARGS`; its stdout, or an error with its stderr.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        self.read(args)
+    }
+
     fn read(&self, args: &[&str]) -> Result<String> {
         let what = format!("podman {}", args.join(" "));
         tracing::debug!(command = %what, "running podman");
@@ -515,13 +520,13 @@ mod tests {
     fn global_args_follow_paths() {
         let mut paths = Paths::host();
         assert_eq!(Podman::global_args(&paths), ["--log-level", "error"]);
-        paths.sandbox = Some(crate::paths::Sandbox {
-            booted: crate::paths::SandboxDeployment {
+        paths.sandbox = Some(crate::paths::Sandbox::booted(
+            crate::paths::SandboxDeployment {
                 stateroot: "os".into(),
                 checksum: "abc".into(),
                 serial: 0,
             },
-        });
+        ));
         paths.var = PathBuf::from("/s/var");
         let (_, runroot) = paths.podman_storage().unwrap();
         assert_eq!(

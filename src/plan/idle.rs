@@ -70,6 +70,7 @@ pub(super) fn record_cleanup(
             rec.status.checks.clear();
             rec.progress.reset(None);
             rec.target = None;
+            rec.upgrade = None;
         }
         Outcome::Failed { message } => {
             let reason = match kind {

@@ -19,18 +19,24 @@ use crate::facts::Observe;
 use crate::spec::{Desired, Stage};
 use crate::stage::{self, AfterPivot, Transition};
 use crate::status::conditions::{self, Ctx};
-use crate::status::store::{DeploymentRecord, Recorded, SeedRecord, Target};
+use crate::status::store::{
+    DeploymentRecord, PivotMode, Recorded, SeedRecord, Target, UpgradeRecord,
+};
 use crate::status::{CheckResult, ConditionType, Reason, StepRecord, StepResult, Timestamp};
 
 mod idle;
+mod postpivot;
 mod prep;
 mod prep_checks;
+mod rollback;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 
 pub use crate::checks::CheckOutcome;
 pub use prep::{PREP_STEPS, pinned_image};
 pub use prep_checks::{FREE_SPACE_MARGIN_PERCENT, prep_checks};
+pub use upgrade::{UPGRADE_POST_PIVOT_STEPS, UPGRADE_PRE_PIVOT_STEPS, go_duration};
 
 /// A mutating step. Each is idempotent: running it again after a crash converges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +76,90 @@ pub enum Step {
         kind: CleanupKind,
         keep_stateroot: String,
     },
+    /// Upgrade: run the health-check drop-ins (`/etc/ibu/health-check/{required,wanted}.d`).
+    HealthChecks { phase: Phase },
+    /// Upgrade: back up what `oadpContent` names into the new stateroot, wave by wave.
+    Backup { stateroot: String },
+    /// Upgrade: the node's identity (hostname, machine-id, network, SSH keys, ...) and ibu
+    /// itself into the new deployment's `/etc` and the new stateroot's `/var`.
+    CarryIdentity {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Upgrade: replace private keys the new deployment got from the seed or its commit.
+    RegenerateCrypto {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Upgrade: the extra manifests for the target version, grouped by wave, into the new
+    /// stateroot.
+    StageManifests { stateroot: String, version: String },
+    /// Upgrade: the auto-rollback configuration and the init monitor into the new stateroot.
+    WriteAutoRollback {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Upgrade: ibu's status and desired state into the new stateroot.
+    SaveState {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Upgrade: make the bootloader start the new deployment next (once, or as the default).
+    Pivot {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Reboot through systemd (into the new stateroot, or back for a rollback).
+    Reboot { kind: RebootKind, message: String },
+    /// Upgrade, after the pivot: the new deployment becomes the default for good.
+    CommitPivot {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Upgrade, after the pivot: check the carried identity is in place and apply it to the
+    /// running system.
+    ApplyIdentity,
+    /// Upgrade, after the pivot: apply one wave of the staged extra manifests.
+    ApplyManifests { wave: String },
+    /// Upgrade, after the pivot: restore the backups, wave by wave.
+    RestoreBackups,
+    /// Upgrade, after the pivot: remove the init monitor; the upgrade is complete.
+    FinishUpgrade,
+    /// Rollback: ibu's status and desired state into the old stateroot.
+    RollbackSaveState {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+    /// Rollback: the old deployment becomes the default again.
+    RollbackSetDefault {
+        stateroot: String,
+        deployment: DeploymentRecord,
+    },
+}
+
+/// When health checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the pivot, in the old stateroot.
+    PrePivot,
+    /// After the pivot, in the new stateroot (LCA's deferred health checks).
+    PostPivot,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::PrePivot => "pre-pivot",
+            Phase::PostPivot => "post-pivot",
+        }
+    }
+}
+
+/// Why ibu reboots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootKind {
+    Pivot,
+    Rollback,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +178,24 @@ pub const STEP_DEPLOY_STATEROOT: &str = "DeployStateroot";
 pub const STEP_RESTORE_VAR: &str = "RestoreVar";
 pub const STEP_RESTORE_ETC: &str = "RestoreEtc";
 pub const STEP_PRECACHE: &str = "Precache";
+pub const STEP_HEALTH_CHECKS: &str = "HealthChecks";
+pub const STEP_POST_PIVOT_HEALTH_CHECKS: &str = "PostPivotHealthChecks";
+pub const STEP_BACKUP: &str = "Backup";
+pub const STEP_CARRY_IDENTITY: &str = "CarryIdentity";
+pub const STEP_REGENERATE_CRYPTO: &str = "RegenerateCrypto";
+pub const STEP_STAGE_MANIFESTS: &str = "StageManifests";
+pub const STEP_WRITE_AUTO_ROLLBACK: &str = "WriteAutoRollback";
+pub const STEP_SAVE_STATE: &str = "SaveState";
+pub const STEP_PIVOT: &str = "Pivot";
+pub const STEP_REBOOT: &str = "Reboot";
+pub const STEP_COMMIT_PIVOT: &str = "CommitPivot";
+pub const STEP_APPLY_IDENTITY: &str = "ApplyIdentity";
+pub const STEP_APPLY_MANIFESTS: &str = "ApplyManifests";
+pub const STEP_RESTORE_BACKUPS: &str = "RestoreBackups";
+pub const STEP_FINISH_UPGRADE: &str = "FinishUpgrade";
+pub const STEP_ROLLBACK_SAVE_STATE: &str = "RollbackSaveState";
+pub const STEP_ROLLBACK_SET_DEFAULT: &str = "RollbackSetDefault";
+pub const STEP_ROLLBACK_REBOOT: &str = "RollbackReboot";
 
 impl Step {
     pub fn name(&self) -> &'static str {
@@ -108,13 +216,63 @@ impl Step {
                 kind: CleanupKind::Finalize,
                 ..
             } => "Finalize",
+            Step::HealthChecks {
+                phase: Phase::PrePivot,
+            } => STEP_HEALTH_CHECKS,
+            Step::HealthChecks {
+                phase: Phase::PostPivot,
+            } => STEP_POST_PIVOT_HEALTH_CHECKS,
+            Step::Backup { .. } => STEP_BACKUP,
+            Step::CarryIdentity { .. } => STEP_CARRY_IDENTITY,
+            Step::RegenerateCrypto { .. } => STEP_REGENERATE_CRYPTO,
+            Step::StageManifests { .. } => STEP_STAGE_MANIFESTS,
+            Step::WriteAutoRollback { .. } => STEP_WRITE_AUTO_ROLLBACK,
+            Step::SaveState { .. } => STEP_SAVE_STATE,
+            Step::Pivot { .. } => STEP_PIVOT,
+            Step::Reboot {
+                kind: RebootKind::Pivot,
+                ..
+            } => STEP_REBOOT,
+            Step::Reboot {
+                kind: RebootKind::Rollback,
+                ..
+            } => STEP_ROLLBACK_REBOOT,
+            Step::CommitPivot { .. } => STEP_COMMIT_PIVOT,
+            Step::ApplyIdentity => STEP_APPLY_IDENTITY,
+            Step::ApplyManifests { .. } => STEP_APPLY_MANIFESTS,
+            Step::RestoreBackups => STEP_RESTORE_BACKUPS,
+            Step::FinishUpgrade => STEP_FINISH_UPGRADE,
+            Step::RollbackSaveState { .. } => STEP_ROLLBACK_SAVE_STATE,
+            Step::RollbackSetDefault { .. } => STEP_ROLLBACK_SET_DEFAULT,
+        }
+    }
+
+    /// The progress marker a finished step leaves: its name, and the wave for a wave step.
+    pub fn marker(&self) -> String {
+        match self {
+            Step::ApplyManifests { wave } => manifests_marker(wave),
+            _ => self.name().to_string(),
         }
     }
 
     pub fn stage(&self) -> Stage {
         match self {
             Step::Cleanup { .. } => Stage::Idle,
-            _ => Stage::Prep,
+            Step::InspectSeed { .. }
+            | Step::ImageCleanup { .. }
+            | Step::FetchSeedMeta { .. }
+            | Step::ImportOstree { .. }
+            | Step::DeployStateroot { .. }
+            | Step::RestoreVar { .. }
+            | Step::RestoreEtc { .. }
+            | Step::Precache { .. } => Stage::Prep,
+            Step::RollbackSaveState { .. }
+            | Step::RollbackSetDefault { .. }
+            | Step::Reboot {
+                kind: RebootKind::Rollback,
+                ..
+            } => Stage::Rollback,
+            _ => Stage::Upgrade,
         }
     }
 
@@ -158,8 +316,54 @@ impl Step {
                     CleanupKind::Finalize => "finalize",
                 }
             ),
+            Step::HealthChecks { phase } => format!(
+                "run the {} health checks (/etc/ibu/health-check/required.d and wanted.d)",
+                phase.as_str()
+            ),
+            Step::Backup { stateroot } => {
+                format!("back up what oadpContent names into stateroot {stateroot}")
+            }
+            Step::CarryIdentity { stateroot, .. } => format!(
+                "carry this node's identity (hostname, machine-id, network, SSH keys, ...) and ibu into stateroot {stateroot}"
+            ),
+            Step::RegenerateCrypto { stateroot, .. } => format!(
+                "replace the private keys stateroot {stateroot} got from the seed with new ones"
+            ),
+            Step::StageManifests { stateroot, version } => format!(
+                "stage the extra manifests for version {version}, by wave, into stateroot {stateroot}"
+            ),
+            Step::WriteAutoRollback { stateroot, .. } => format!(
+                "write the auto-rollback configuration and the init monitor into stateroot {stateroot}"
+            ),
+            Step::SaveState { stateroot, .. } => {
+                format!("save ibu's status and desired state into stateroot {stateroot}")
+            }
+            Step::Pivot { stateroot, .. } => {
+                format!("make the bootloader start stateroot {stateroot} next")
+            }
+            Step::Reboot { message, .. } => format!("reboot: {message}"),
+            Step::CommitPivot { stateroot, .. } => {
+                format!("make the booted deployment of {stateroot} the default")
+            }
+            Step::ApplyIdentity => {
+                "check the carried identity and apply it to the running system".into()
+            }
+            Step::ApplyManifests { wave } => format!("apply the extra manifests of wave {wave}"),
+            Step::RestoreBackups => "restore the backups, wave by wave".into(),
+            Step::FinishUpgrade => "remove the init monitor; the upgrade is complete".into(),
+            Step::RollbackSaveState { stateroot, .. } => {
+                format!("save ibu's status and desired state into stateroot {stateroot}")
+            }
+            Step::RollbackSetDefault { stateroot, .. } => {
+                format!("make the deployment of stateroot {stateroot} the default again")
+            }
         }
     }
+}
+
+/// The marker of the [`Step::ApplyManifests`] of `wave`.
+pub fn manifests_marker(wave: &str) -> String {
+    format!("{STEP_APPLY_MANIFESTS}:{wave}")
 }
 
 /// What the planner decided.
@@ -200,6 +404,10 @@ pub struct SpecRejected(pub String);
 pub enum StepData {
     Seed(Box<SeedRecord>),
     Deployment(DeploymentRecord),
+    /// The waves of extra manifests staged, in apply order.
+    Waves(Vec<String>),
+    /// How the pivot boots the new stateroot.
+    Pivot(PivotMode),
 }
 
 /// How a step ended.
@@ -393,12 +601,9 @@ pub fn plan(
     let (decision, upcoming) = match in_progress {
         Some(Stage::Idle) => (idle::next(&mut pass)?, vec![]),
         Some(Stage::Prep) => prep::next(&mut pass)?,
-        Some(s @ (Stage::Upgrade | Stage::Rollback)) => (
-            Decision::Blocked {
-                reason: format!("the {s} stage is not implemented in this version of ibu"),
-            },
-            vec![],
-        ),
+        Some(Stage::Upgrade) => upgrade::next(&mut pass)?,
+        Some(Stage::Rollback) => rollback::next(&mut pass)?,
+        None if rollback::pending(&pass.rec) => rollback::next(&mut pass)?,
         None => (settled(&pass.rec, desired), vec![]),
     };
     // As in LCA, a refused transition does not stop the stage in progress; say both.
@@ -441,7 +646,35 @@ fn on_accepted(
                 });
             }
         }
-        (Stage::Idle, Some(stage::IdleKind::Initial)) => rec.target = None,
+        (Stage::Upgrade, _) => {
+            let ostree = facts.ostree()?;
+            if let Some(b) = ostree.booted() {
+                rec.upgrade = Some(UpgradeRecord {
+                    old_stateroot: b.stateroot.clone(),
+                    old_deployment: DeploymentRecord {
+                        checksum: b.checksum.clone(),
+                        serial: b.serial,
+                    },
+                    pivot: None,
+                    reboot: None,
+                    manifest_waves: Vec::new(),
+                    rollback: None,
+                });
+            }
+        }
+        (Stage::Rollback, _) => {
+            // A requested rollback (also one that takes over an automatic one in flight).
+            if let Some(u) = rec.upgrade.as_mut() {
+                u.rollback = Some(crate::status::store::RollbackRecord {
+                    auto_reason: None,
+                    reboot: None,
+                });
+            }
+        }
+        (Stage::Idle, Some(stage::IdleKind::Initial)) => {
+            rec.target = None;
+            rec.upgrade = None;
+        }
         _ => {}
     }
     Ok(())
@@ -509,9 +742,11 @@ pub fn record(
         generation: rec.generation,
         now,
     };
-    match step {
-        Step::Cleanup { kind, .. } => idle::record_cleanup(rec, desired, cx, *kind, outcome),
-        _ => prep::record_outcome(rec, cx, step, outcome),
+    match (step, step.stage()) {
+        (Step::Cleanup { kind, .. }, _) => idle::record_cleanup(rec, desired, cx, *kind, outcome),
+        (_, Stage::Prep) => prep::record_outcome(rec, cx, step, outcome),
+        (_, Stage::Rollback) => rollback::record_outcome(rec, cx, step, outcome),
+        _ => upgrade::record_outcome(rec, desired, cx, step, outcome),
     }
     rec.status.last_step = Some(StepRecord {
         name: step.name().to_string(),

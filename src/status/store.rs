@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::Status;
+use super::{Status, Timestamp};
 use crate::spec::{Desired, Stage};
 
 /// Version of the state file layout.
@@ -94,6 +94,58 @@ pub struct DeploymentRecord {
     pub serial: i32,
 }
 
+/// How the pivot boots the new stateroot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PivotMode {
+    /// The bootloader starts the new stateroot **once** (syslinux's boot-once); the old one
+    /// stays the default until ibu, running in the new stateroot, makes the new one the
+    /// default. A new stateroot that never reaches userspace falls back to the old one.
+    Trial,
+    /// The new deployment is made the default before the reboot (LCA's way; bootloaders
+    /// without a boot-once ibu can drive).
+    Default,
+}
+
+/// A reboot ibu asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RebootRecord {
+    /// The boot in which the reboot was requested; a different boot id means it happened.
+    pub boot_id: String,
+    pub requested: Timestamp,
+}
+
+/// A rollback in flight, manual (stage Rollback) or automatic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRecord {
+    /// `Some(LCA's message)` for an automatic rollback, `None` for a requested one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootRecord>,
+}
+
+/// What the Upgrade stage must remember across runs and across the pivot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpgradeRecord {
+    /// The stateroot booted when Upgrade started: the rollback target.
+    pub old_stateroot: String,
+    pub old_deployment: DeploymentRecord,
+    /// How the pivot boots the new stateroot, decided by the `Pivot` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pivot: Option<PivotMode>,
+    /// The pivot reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootRecord>,
+    /// The extra manifests' waves staged into the new stateroot, in apply order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_waves: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
+}
+
 /// Everything in `state.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -112,6 +164,9 @@ pub struct Recorded {
     /// Set from Prep until the node is Idle again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
+    /// Set from the start of Upgrade until the node is Idle again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeRecord>,
     #[serde(default)]
     pub status: Status,
     #[serde(default)]
@@ -171,7 +226,6 @@ impl Recorded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::Timestamp;
     use crate::status::conditions::Ctx;
 
     #[test]

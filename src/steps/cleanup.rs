@@ -7,6 +7,8 @@ use crate::plan::{CleanupKind, Outcome};
 use crate::stateroot;
 
 pub(super) fn run(env: &Env<'_>, kind: CleanupKind, keep: &str) -> Result<Outcome> {
+    // A trial boot armed before an abort must not start a stateroot that is about to go.
+    crate::bootloader::disarm_trial(env.paths)?;
     let report = stateroot::remove_all_except(env.paths, keep)?;
     tracing::debug!(
         step = super::kind_name(kind),

@@ -436,10 +436,39 @@ impl TestSysroot {
 
     /// Name `d` as the booted deployment in the sandbox file (a "reboot" into it).
     pub fn boot(&self, d: &Deployed) -> Result<()> {
-        Sandbox {
-            booted: d.sandbox(),
+        Sandbox::booted(d.sandbox()).write(&self.root)
+    }
+
+    /// A "reboot" into `d`: the sandbox file names `d` as booted, with a new boot id (kept
+    /// from the last one's number + 1) and the uptime reset to `uptime_seconds`.
+    pub fn reboot_into(&self, d: &Deployed, uptime_seconds: u64) -> Result<()> {
+        let old = Sandbox::read(&self.root).ok();
+        let n = old
+            .as_ref()
+            .and_then(|s| s.boot_id.as_deref())
+            .and_then(|b| b.strip_prefix("boot-"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut s = Sandbox::booted(d.sandbox());
+        s.boot_id = Some(format!("boot-{}", n + 1));
+        s.uptime_seconds = Some(uptime_seconds);
+        s.write(&self.root)
+    }
+
+    /// Change the sandbox's uptime or system state without a reboot.
+    pub fn set_boot_facts(
+        &self,
+        uptime_seconds: Option<u64>,
+        system_state: Option<&str>,
+    ) -> Result<()> {
+        let mut s = Sandbox::read(&self.root)?;
+        if uptime_seconds.is_some() {
+            s.uptime_seconds = uptime_seconds;
         }
-        .write(&self.root)
+        if let Some(st) = system_state {
+            s.system_state = Some(st.to_string());
+        }
+        s.write(&self.root)
     }
 
     /// Position of `d` in the boot order, as libostree reads it.

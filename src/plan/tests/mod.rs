@@ -11,9 +11,11 @@ use anyhow::{Result, bail};
 use super::*;
 use crate::facts::*;
 use crate::spec::{ObjectRef, SeedRef};
+use crate::status::store::PivotMode;
 use crate::status::{CheckResult, ConditionStatus, ConditionType, Reason};
 
 mod prep;
+mod upgrade;
 
 #[derive(Default)]
 struct Fixed {
@@ -21,6 +23,7 @@ struct Fixed {
     storage: Option<StorageFacts>,
     host: Option<HostFacts>,
     footprint: Option<Footprint>,
+    boot: Option<BootFacts>,
     asked: RefCell<Vec<&'static str>>,
 }
 
@@ -49,6 +52,9 @@ impl Observe for Fixed {
     }
     fn footprint(&self) -> Result<&Footprint> {
         self.get("footprint", &self.footprint)
+    }
+    fn boot(&self) -> Result<&BootFacts> {
+        self.get("boot", &self.boot)
     }
 }
 
