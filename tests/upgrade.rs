@@ -129,6 +129,11 @@ impl Scene {
             &var.join("roothome/.ssh/authorized_keys"),
             "ssh-ed25519 AAAA admin\n",
         )?;
+        // Where Ignition writes root's keys.
+        write(
+            &var.join("roothome/.ssh/authorized_keys.d/ignition"),
+            "ssh-ed25519 BBBB provisioned\n",
+        )?;
         write(&var.join("usrlocal/bin/ibu"), "#!/bin/sh\n# ibu\n")?;
         write(&var.join("lib/app/data.txt"), "precious\n")?;
         let ibu = etc.join("ibu");
@@ -295,7 +300,11 @@ fn assert_pivot_ready(s: &Scene) -> Result<()> {
         .permissions()
         .mode();
     assert_eq!(secret_mode & 0o777, 0o600, "key mode kept");
-    for f in ["roothome/.ssh/authorized_keys", "usrlocal/bin/ibu"] {
+    for f in [
+        "roothome/.ssh/authorized_keys",
+        "roothome/.ssh/authorized_keys.d/ignition",
+        "usrlocal/bin/ibu",
+    ] {
         assert_eq!(
             read(&new_var.join(f)),
             read(&s.var("debian").join(f)),

@@ -126,13 +126,15 @@ pub const CARRIED: &[Carry] = &[
         false,
         "CA certificates the node trusts (Debian layout)",
     ),
+    // `authorized_keys` and `authorized_keys.d/` (where Ignition writes keys, as on Fedora
+    // CoreOS; the VM test found a node it could not log in to without it).
     var(
-        "roothome/.ssh/authorized_keys",
+        "roothome/.ssh/authorized_keys*",
         true,
         "who may log in as root",
     ),
     var(
-        "home/*/.ssh/authorized_keys",
+        "home/*/.ssh/authorized_keys*",
         true,
         "who may log in as each user",
     ),
