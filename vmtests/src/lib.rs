@@ -9,6 +9,7 @@ pub mod ignition;
 pub mod image;
 pub mod registry;
 pub mod report;
+pub mod results;
 pub mod scenarios;
 pub mod vm;
 pub mod workloads;

@@ -174,7 +174,7 @@ impl Vm {
 
     /// Power on and wait until the OS is up.
     pub fn power_on(&self) -> Result<Boot> {
-        self.boot_with_watchdog(None, |vm| vm.spawn_qemu())
+        self.boot_with_watchdog(None, false, |vm| vm.spawn_qemu())
     }
 
     /// Cut the power (QEMU is killed: no shutdown, no flush in the guest).
@@ -192,11 +192,20 @@ impl Vm {
     /// `systemctl reboot` in the guest, then wait for a boot with a new boot id.
     pub fn reboot(&self) -> Result<Boot> {
         let previous = self.current_boot_id();
-        self.boot_with_watchdog(previous, |vm| {
+        self.boot_with_watchdog(previous, false, |vm| {
             // The connection may drop before ssh sees the exit status.
             let _ = vm.ssh_output("systemctl reboot", Duration::from_secs(30));
             Ok(())
         })
+    }
+
+    /// A reboot the guest does by itself after `trigger` (ibu's pivot): wait for a boot with a
+    /// new boot id. The console is quiet while the guest works towards the reboot, so the
+    /// watchdog's silence limit starts only with the reboot's first console output; the boot
+    /// limit bounds the whole wait.
+    pub fn expect_reboot(&self, trigger: impl Fn(&Vm) -> Result<()>) -> Result<Boot> {
+        let previous = self.current_boot_id();
+        self.boot_with_watchdog(previous, true, trigger)
     }
 
     fn current_boot_id(&self) -> Option<String> {
@@ -208,6 +217,7 @@ impl Vm {
     fn boot_with_watchdog(
         &self,
         previous: Option<String>,
+        quiet_start: bool,
         kick: impl Fn(&Vm) -> Result<()>,
     ) -> Result<Boot> {
         let mut power_cycled = false;
@@ -219,7 +229,8 @@ impl Vm {
             } else {
                 kick(self)?;
             }
-            match self.wait_for_marker(offset, previous.as_deref(), started) {
+            let quiet = quiet_start && !power_cycled;
+            match self.wait_for_marker(offset, previous.as_deref(), started, quiet) {
                 Ok(boot) => {
                     report::note(&format!(
                         "VM {}: booted {} ({}) in {}",
@@ -339,9 +350,11 @@ impl Vm {
         offset: u64,
         previous: Option<&str>,
         started: Instant,
+        quiet_start: bool,
     ) -> Result<Boot> {
         let mut last_len = offset;
         let mut last_progress = Instant::now();
+        let mut quiet = quiet_start;
         loop {
             let text = read_from(&self.console, offset);
             if let Some(boot) = find_marker(&text, previous, started.elapsed()) {
@@ -358,8 +371,9 @@ impl Vm {
             if len != last_len {
                 last_len = len;
                 last_progress = Instant::now();
+                quiet = false;
             }
-            if last_progress.elapsed() > self.timeouts.stall {
+            if !quiet && last_progress.elapsed() > self.timeouts.stall {
                 return Err(anyhow!(Hang(format!(
                     "no console output for {}",
                     report::secs(last_progress.elapsed())

@@ -6,6 +6,7 @@ mod first_boot;
 mod node;
 mod prep;
 mod seed;
+mod upgrade;
 
 pub const ALL: &[Scenario] = &[
     Scenario {
@@ -32,6 +33,13 @@ pub const ALL: &[Scenario] = &[
         about: "a hard power-off while Prep imports the new OS; at boot ibu resumes and \
                 completes (makes the seed if needed)",
         run: prep::run_power_cut,
+    },
+    Scenario {
+        name: "upgrade",
+        about: "Prep, then stage Upgrade: ibu reboots into the new stateroot by itself and \
+                completes (UpgradeCompleted); identity and workload data kept; Idle \
+                finalizes (makes the seed if needed)",
+        run: upgrade::run,
     },
 ];
 

@@ -24,7 +24,7 @@ use crate::scenarios::seed;
 use crate::vm::Vm;
 
 /// Prep downloads and imports only what the node lacks; under TCG that takes minutes.
-const PREP: Duration = Duration::from_secs(1800);
+pub(crate) const PREP: Duration = Duration::from_secs(1800);
 const ABORT: Duration = Duration::from_secs(600);
 
 /// Scenarios 3 and 5.
@@ -159,7 +159,7 @@ pub fn run_power_cut(h: &Harness) -> Result<()> {
 
 /// A target on the old OS that reaches the registry and names the seed in its desired state
 /// (stage Idle), as Ignition would deliver it to a site's node.
-fn target(h: &Harness, seed: &Seed) -> Result<std::rc::Rc<Vm>> {
+pub(crate) fn target(h: &Harness, seed: &Seed) -> Result<std::rc::Rc<Vm>> {
     let doc = upgrade_doc("Idle", &seed.image, &seed.version);
     let vm = h.provision(
         "target",
@@ -184,7 +184,7 @@ fn target(h: &Harness, seed: &Seed) -> Result<std::rc::Rc<Vm>> {
 }
 
 /// What a prepared node shows.
-fn prepared_checks(vm: &Vm, seed: &Seed) -> Result<()> {
+pub(crate) fn prepared_checks(vm: &Vm, seed: &Seed) -> Result<()> {
     step(
         "the new stateroot is deployed, not default; the old one is booted and default",
         || {
