@@ -271,18 +271,28 @@ pub fn run(h: &Harness) -> Result<()> {
             );
             ensure!(run.result == "success" && run.exit_status == 3, "{run:?}");
             let status = ibu_status(&vm)?;
-            let prep = status["status"]["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "PrepCompleted"))
-                .cloned()
-                .unwrap_or_default();
+            // LCA's shape: PrepCompleted says "Prep failed", PrepInProgress says why.
+            let cond = |kind: &str| {
+                status["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (completed, in_progress) = (cond("PrepCompleted"), cond("PrepInProgress"));
             note(&format!(
-                "  PrepCompleted {} {}: {}",
-                prep["status"], prep["reason"], prep["message"]
+                "  PrepCompleted {} {}: {}; PrepInProgress {} {}: {}",
+                completed["status"],
+                completed["reason"],
+                completed["message"],
+                in_progress["status"],
+                in_progress["reason"],
+                in_progress["message"]
             ));
             ensure!(
-                prep["reason"] == "Failed"
-                    && prep["message"]
+                completed["reason"] == "Failed"
+                    && in_progress["reason"] == "Failed"
+                    && in_progress["message"]
                         .as_str()
                         .is_some_and(|m| m.contains("registry.example.com")),
                 "{status:#}"
