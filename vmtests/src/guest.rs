@@ -103,13 +103,26 @@ pub fn ibu_status(vm: &Vm) -> Result<Json> {
     serde_json::from_str(&out).with_context(|| format!("ibu status -o json: {out}"))
 }
 
-/// The status of condition `kind` (`"True"`, `"False"`) in an ibu status document.
-pub fn condition(status: &Json, kind: &str) -> Option<String> {
+/// Condition `kind` (type, status, reason, message, ...) of an ibu status document.
+pub fn find_condition<'a>(status: &'a Json, kind: &str) -> Option<&'a Json> {
     status["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+/// The status of condition `kind` (`"True"`, `"False"`) in an ibu status document.
+pub fn condition(status: &Json, kind: &str) -> Option<String> {
+    find_condition(status, kind).and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+/// ibu's journald `MESSAGE_ID`s, as `src/logging.rs` defines them (the test below keeps the
+/// two in step; the VM suite does not link ibu, which would pull libostree into it).
+pub mod message_id {
+    pub const STEP_STARTED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c01";
+    pub const STEP_SUCCEEDED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c02";
+    pub const CONVERGED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c04";
+    pub const SPEC_REJECTED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c07";
 }
 
 /// The journal entries of `unit` in this boot, as JSON objects (`journalctl -o json`).
@@ -130,4 +143,25 @@ pub fn write_file(vm: &Vm, path: &str, contents: &str) -> Result<()> {
         "cat > {path}.tmp <<'IBU_EOF'\n{contents}IBU_EOF\nmv {path}.tmp {path}"
     ))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_id::*;
+
+    #[test]
+    fn message_ids_match_ibus() {
+        let logging = std::fs::read_to_string(crate::repo_root().join("src/logging.rs")).unwrap();
+        for (name, id) in [
+            ("STEP_STARTED", STEP_STARTED),
+            ("STEP_SUCCEEDED", STEP_SUCCEEDED),
+            ("CONVERGED", CONVERGED),
+            ("SPEC_REJECTED", SPEC_REJECTED),
+        ] {
+            assert!(
+                logging.contains(&format!("pub const {name}: &str = \"{id}\";")),
+                "{name} is not {id} in src/logging.rs"
+            );
+        }
+    }
 }

@@ -42,6 +42,14 @@ pub fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     r
 }
 
+/// The first `n` characters of `s`.
+pub fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 pub fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }

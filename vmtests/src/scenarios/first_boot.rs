@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value as Json;
 
-use crate::guest::{self, condition, findmnt, ibu_status, unit_props, wait_for_run};
+use crate::guest::message_id::{CONVERGED, SPEC_REJECTED};
+use crate::guest::{
+    self, condition, find_condition, findmnt, ibu_status, unit_props, wait_for_run,
+};
 use crate::harness::Harness;
 use crate::report::{note, step};
 
@@ -272,13 +275,7 @@ pub fn run(h: &Harness) -> Result<()> {
             ensure!(run.result == "success" && run.exit_status == 3, "{run:?}");
             let status = ibu_status(&vm)?;
             // LCA's shape: PrepCompleted says "Prep failed", PrepInProgress says why.
-            let cond = |kind: &str| {
-                status["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
-                    .cloned()
-                    .unwrap_or_default()
-            };
+            let cond = |kind: &str| find_condition(&status, kind).cloned().unwrap_or_default();
             let (completed, in_progress) = (cond("PrepCompleted"), cond("PrepInProgress"));
             note(&format!(
                 "  PrepCompleted {} {}: {}; PrepInProgress {} {}: {}",
@@ -390,10 +387,6 @@ fn after_boot_checks(vm: &crate::vm::Vm) -> Result<()> {
     );
     Ok(())
 }
-
-/// ibu's message ids (src/logging.rs).
-const CONVERGED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c04";
-const SPEC_REJECTED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c07";
 
 fn idle_doc(comment: &str) -> String {
     format!(

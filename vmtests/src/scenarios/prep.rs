@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
+use crate::guest::message_id::{STEP_STARTED, STEP_SUCCEEDED};
 use crate::guest::{self, condition, findmnt, ibu_status, wait_for_run};
 use crate::harness::{Harness, Seed};
 use crate::ignition::files_config;
-use crate::report::{note, step};
+use crate::report::{note, step, truncate};
 use crate::scenarios::node::{
     self, deployments, missing_images, ostree_state, registry_config, set_stage, upgrade_doc,
 };
@@ -242,14 +243,3 @@ pub(crate) fn prepared_checks(vm: &Vm, seed: &Seed) -> Result<()> {
         Ok(())
     })
 }
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// ibu's message ids for a step started and succeeded (src/logging.rs).
-const STEP_STARTED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c01";
-const STEP_SUCCEEDED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c02";

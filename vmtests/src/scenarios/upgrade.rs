@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value as Json;
 
-use crate::guest::{condition, ibu_status, wait_for_run};
+use crate::guest::message_id::STEP_STARTED;
+use crate::guest::{condition, find_condition, ibu_status, wait_for_run};
 use crate::harness::Harness;
-use crate::report::{note, step};
+use crate::report::{note, step, truncate};
 use crate::scenarios::node::{self, deployments, set_stage};
 use crate::scenarios::prep::{PREP, prepared_checks, target};
 use crate::scenarios::seed;
@@ -218,9 +219,7 @@ fn reboot_requested(vm: &Vm, old_stateroot: &str) -> Result<f64> {
 
 /// The time of the UpgradeCompleted condition, in seconds since the epoch.
 fn completed_at(status: &Json) -> Result<f64> {
-    let time = status["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "UpgradeCompleted"))
+    let time = find_condition(status, "UpgradeCompleted")
         .and_then(|c| c["lastTransitionTime"].as_str())
         .context("no UpgradeCompleted time")?;
     let out = std::process::Command::new("date")
@@ -250,14 +249,4 @@ fn today() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
-}
-
-/// ibu's message id for a step started (src/logging.rs).
-const STEP_STARTED: &str = "6c1f0b0e2a8e4d9c9b3f4b1d7a2e5c01";
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
