@@ -22,6 +22,9 @@
 //! 2. ibu sets the ADV's boot-once tag to `ibu-trial` in `syslinux/ldlinux.sys` (the ADV is the
 //!    file's last two 512-byte sectors; `extlinux --install` makes the file immutable, so the
 //!    flag is lifted for the write and restored).
+//! 3. ibu checkpoints `/boot`'s journal ([`crate::fsutil::checkpoint_journal`]): syslinux reads
+//!    ext4 without replaying its journal, so until the kernel checkpoints it a menu renamed
+//!    into place is invisible to syslinux, and a power cut then boots the old default.
 //!
 //! The old deployment stays first in ostree's list, so the menu's `DEFAULT` stays the old one.
 //! If the new stateroot fails before ibu's `CommitPivot` runs in it, the next boot is the old
@@ -122,7 +125,19 @@ pub fn arm_trial(paths: &Paths, entry: &Entry) -> Result<()> {
     if new != text {
         crate::fsutil::write_atomic(&real, new.as_bytes(), 0o644)?;
     }
-    set_boot_once(&ldlinux(paths), Some(TRIAL_LABEL))
+    set_boot_once(&ldlinux(paths), Some(TRIAL_LABEL))?;
+    // syslinux does not replay ext4's journal: without this, a power cut before the kernel
+    // checkpoints it leaves syslinux the menu without `ibu-trial` (found by the VM scenario
+    // `upgrade-power-cut`: the boot-once was consumed, the label not found, the old default
+    // booted).
+    if !crate::fsutil::checkpoint_journal(&paths.boot)? {
+        tracing::warn!(
+            boot = %paths.boot.display(),
+            "/boot is on the root filesystem and not ext4: its journal cannot be flushed for \
+             the bootloader; a power cut in the next seconds may boot the old stateroot"
+        );
+    }
+    Ok(())
 }
 
 /// Clear the boot-once record if it names ibu's trial entry (abort, commit, rollback).

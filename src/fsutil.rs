@@ -57,6 +57,64 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
+// EXT4_IOC_CHECKPOINT (Linux 5.13): write the journal's committed transactions to their home
+// locations. FIFREEZE/FITHAW: freezing a filesystem flushes its journal or log.
+nix::ioctl_write_ptr!(ext4_ioc_checkpoint, b'f', 43, u32);
+nix::ioctl_readwrite!(fifreeze, b'X', 119, nix::libc::c_int);
+nix::ioctl_readwrite!(fithaw, b'X', 120, nix::libc::c_int);
+
+/// Make everything written to the filesystem holding `dir` readable by code that does not
+/// replay its journal: a bootloader. fsync makes a write durable *for Linux*, which replays the
+/// journal at mount; syslinux's (and GRUB's) ext4 reader reads the disk as it is, where a file
+/// renamed into place lives only in the journal until the kernel checkpoints it. A power cut
+/// then leaves the bootloader the old file. ostree freezes `/boot` after writing its menu for
+/// the same reason. ext4: `EXT4_IOC_CHECKPOINT`; other filesystems: a freeze/thaw cycle, but
+/// only when `dir` is not on the root filesystem (freezing that would stop the node); there
+/// the caller gets `Ok(false)`.
+pub fn checkpoint_journal(dir: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let d = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    nix::unistd::syncfs(&d).with_context(|| format!("syncfs on {}", dir.display()))?;
+    let fd = d.as_raw_fd();
+    let flags: u32 = 0;
+    // SAFETY: `fd` is an open descriptor owned by `d` for the whole call, and the argument is
+    // a pointer to a local u32, which is what the kernel reads for this ioctl.
+    match unsafe { ext4_ioc_checkpoint(fd, &flags) } {
+        Ok(_) => return Ok(true),
+        Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EOPNOTSUPP) => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("checkpointing the journal of {}", dir.display()));
+        }
+    }
+    let on_root =
+        std::fs::metadata("/").is_ok_and(|r| d.metadata().is_ok_and(|m| m.dev() == r.dev()));
+    if on_root {
+        return Ok(false);
+    }
+    let mut arg: nix::libc::c_int = 0;
+    // SAFETY: as above; FIFREEZE and FITHAW ignore their argument.
+    let frozen = unsafe { fifreeze(fd, &mut arg) };
+    // SAFETY: as above. Thawed even if the freeze reported an error (it may have frozen).
+    let thawed = unsafe { fithaw(fd, &mut arg) };
+    match frozen {
+        Ok(_) => {}
+        // No freeze on this filesystem (tmpfs, ...): nothing to flush for a bootloader either.
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOTTY) => return Ok(false),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("freezing {} to flush its journal", dir.display()));
+        }
+    }
+    if let Err(e) = thawed
+        && e != nix::errno::Errno::EINVAL
+    {
+        return Err(e).with_context(|| format!("thawing {}", dir.display()));
+    }
+    Ok(true)
+}
+
 /// Create `dir` and its parents with `mode` for the directories ibu creates.
 pub fn create_dir_all(dir: &Path, mode: u32) -> Result<()> {
     std::fs::DirBuilder::new()
