@@ -7,7 +7,10 @@ root=${1:?}
 
 cp -a "$here/overlay/." "$root/"
 systemctl --root="$root" enable ibu-vm-booted.service ibu-vm-firstboot-done.service \
-  systemd-networkd.service ssh.service
+  systemd-networkd.service ssh.service ibu-vm-ssh-keygen.service
+# openssh-server made host keys at install: every VM of the image would share them. Each node
+# makes its own at first boot (ibu-vm-ssh-keygen.service).
+rm -f "$root"/etc/ssh/ssh_host_*
 # No machine id: systemd then treats the first boot as such and applies presets, which is how
 # Ignition's "enabled: true" units get enabled.
 rm -f "$root/etc/machine-id" "$root/var/lib/dbus/machine-id"
