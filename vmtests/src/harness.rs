@@ -16,6 +16,7 @@ use crate::ignition::{self, RunConfig};
 use crate::image::Images;
 use crate::registry::Registry;
 use crate::report;
+use crate::scenarios::node::NodeKeys;
 use crate::vm::{Hang, Timeouts, Vm, VmSpec};
 
 /// A scenario: a name for the command line, a sentence for `list`, and the function.
@@ -59,6 +60,8 @@ pub struct Seed {
     pub version: String,
     /// The workload images the seed VM had (its `containers.list`), as guests name them.
     pub workloads: Vec<String>,
+    /// The seed VM's key material (in the seed: every target's new stateroot starts with it).
+    pub keys: NodeKeys,
 }
 
 /// Started lazily by the first scenario that needs them; shared by the run's scenarios.
@@ -67,6 +70,8 @@ pub struct Shared {
     registry: RefCell<Option<Rc<Registry>>>,
     workloads: RefCell<Option<Vec<String>>>,
     pub seed: RefCell<Option<Seed>>,
+    /// The key material of the nodes this run upgraded from the seed, in order.
+    pub upgraded: RefCell<Vec<NodeKeys>>,
 }
 
 impl Shared {
@@ -210,6 +215,7 @@ impl Run {
             registry: RefCell::new(None),
             workloads: RefCell::new(None),
             seed: RefCell::new(None),
+            upgraded: RefCell::new(Vec::new()),
         });
         Ok(Run {
             shared,

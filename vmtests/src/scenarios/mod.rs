@@ -2,9 +2,11 @@
 
 use crate::harness::Scenario;
 
+mod faults;
 mod first_boot;
-mod node;
+pub(crate) mod node;
 mod prep;
+mod rollback;
 mod seed;
 mod upgrade;
 
@@ -40,6 +42,26 @@ pub const ALL: &[Scenario] = &[
                 completes (UpgradeCompleted); identity and workload data kept; Idle \
                 finalizes (makes the seed if needed)",
         run: upgrade::run,
+    },
+    Scenario {
+        name: "rollback",
+        about: "on one target: Upgrade then a manual Rollback and Idle; an automatic rollback \
+                after a failing post-pivot step; one by the init monitor (short timeout); \
+                each finalized by Idle (makes the seed if needed)",
+        run: rollback::run,
+    },
+    Scenario {
+        name: "unbootable",
+        about: "the new stateroot's initramfs is broken: the trial boot panics and the node \
+                comes back to the old stateroot by itself (Uncontrolled rollback); Idle cleans up",
+        run: faults::run_unbootable,
+    },
+    Scenario {
+        name: "upgrade-power-cut",
+        about: "hard power-offs during Upgrade (before the pivot, just after the boot entry \
+                is set, during the post-pivot steps); each power-on converges to \
+                UpgradeCompleted",
+        run: faults::run_power_cut,
     },
 ];
 

@@ -31,7 +31,7 @@ const ABORT: Duration = Duration::from_secs(600);
 /// Scenarios 3 and 5.
 pub fn run(h: &Harness) -> Result<()> {
     let seed = seed::ensure(h)?;
-    let vm = target(h, &seed)?;
+    let vm = target(h, &seed, "edge-0")?;
     let before = step("the node's ostree state before Prep", || {
         let state = ostree_state(&vm)?;
         for line in state.lines() {
@@ -104,7 +104,7 @@ pub fn run(h: &Harness) -> Result<()> {
 /// Scenario 4.
 pub fn run_power_cut(h: &Harness) -> Result<()> {
     let seed = seed::ensure(h)?;
-    let vm = target(h, &seed)?;
+    let vm = target(h, &seed, "edge-0")?;
 
     step(
         "stage: Prep, and a hard power-off while ibu imports the new OS",
@@ -158,15 +158,18 @@ pub fn run_power_cut(h: &Harness) -> Result<()> {
     prepared_checks(&vm, &seed)
 }
 
-/// A target on the old OS that reaches the registry and names the seed in its desired state
+/// A target on the old OS, named `hostname`, that reaches the registry and names the seed in its desired state
 /// (stage Idle), as Ignition would deliver it to a site's node.
-pub(crate) fn target(h: &Harness, seed: &Seed) -> Result<std::rc::Rc<Vm>> {
+pub(crate) fn target(h: &Harness, seed: &Seed, hostname: &str) -> Result<std::rc::Rc<Vm>> {
     let doc = upgrade_doc("Idle", &seed.image, &seed.version);
     let vm = h.provision(
         "target",
         vec![
             registry_config(h)?,
-            files_config(&[("/etc/ibu/upgrade.yaml", 0o644, &doc)]),
+            files_config(&[
+                ("/etc/ibu/upgrade.yaml", 0o644, &doc),
+                ("/etc/hostname", 0o644, &format!("{hostname}\n")),
+            ]),
         ],
     )?;
     step("the target runs the old OS and ibu is Idle", || {

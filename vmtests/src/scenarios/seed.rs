@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use crate::harness::{Harness, Os, Seed};
 use crate::report::{note, step};
-use crate::scenarios::node::{GUEST_AUTHFILE, deployments, registry_config};
+use crate::scenarios::node::{GUEST_AUTHFILE, deployments, node_keys, registry_config};
 
 const SEED_VERSION: &str = "1.1.0";
 
@@ -62,6 +62,19 @@ fn make(h: &Harness) -> Result<Seed> {
                     .replace('\n', ", ")
             ));
             Ok(())
+        },
+    )?;
+
+    let keys = step(
+        "the seed VM's own key material (SSH host keys, TLS certificate)",
+        || {
+            let keys = node_keys(&vm)?;
+            note(&format!("  {keys:?}"));
+            ensure!(
+                keys.tls.is_some(),
+                "the new OS has no ssl-cert-snakeoil: {keys:?}"
+            );
+            Ok(keys)
         },
     )?;
 
@@ -145,5 +158,6 @@ fn make(h: &Harness) -> Result<Seed> {
         image,
         version: SEED_VERSION.to_string(),
         workloads,
+        keys,
     })
 }

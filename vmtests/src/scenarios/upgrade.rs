@@ -27,7 +27,7 @@ const IDENTITY: &str = "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_*_k
 
 pub fn run(h: &Harness) -> Result<()> {
     let seed = seed::ensure(h)?;
-    let vm = target(h, &seed)?;
+    let vm = target(h, &seed, "edge-1")?;
     step("stage: Prep; ibu converges to PrepCompleted", || {
         set_stage(&vm, "Prep")?;
         node::wait_for_condition(&vm, "PrepCompleted", PREP)?;
@@ -87,6 +87,8 @@ pub fn run(h: &Harness) -> Result<()> {
             Ok(status)
         },
     )?;
+
+    node::check_own_keys(h, &vm, &seed)?;
 
     let (downtime, up) = step(
         "downtime of the upgrade: ibu's reboot request to UpgradeCompleted (guest clock)",
