@@ -174,7 +174,7 @@ impl Vm {
 
     /// Power on and wait until the OS is up.
     pub fn power_on(&self) -> Result<Boot> {
-        self.boot_with_watchdog(None, false, |vm| vm.spawn_qemu())
+        self.boot_with_watchdog(None, false, false, |vm| vm.spawn_qemu())
     }
 
     /// Cut the power (QEMU is killed: no shutdown, no flush in the guest).
@@ -192,7 +192,7 @@ impl Vm {
     /// `systemctl reboot` in the guest, then wait for a boot with a new boot id.
     pub fn reboot(&self) -> Result<Boot> {
         let previous = self.current_boot_id();
-        self.boot_with_watchdog(previous, false, |vm| {
+        self.boot_with_watchdog(previous, false, false, |vm| {
             // The connection may drop before ssh sees the exit status.
             let _ = vm.ssh_output("systemctl reboot", Duration::from_secs(30));
             Ok(())
@@ -205,7 +205,18 @@ impl Vm {
     /// limit bounds the whole wait.
     pub fn expect_reboot(&self, trigger: impl Fn(&Vm) -> Result<()>) -> Result<Boot> {
         let previous = self.current_boot_id();
-        self.boot_with_watchdog(previous, true, trigger)
+        self.boot_with_watchdog(previous, true, false, trigger)
+    }
+
+    /// [`Vm::expect_reboot`] through a boot that is meant to fail (a kernel panic, the
+    /// initramfs giving up) and restart by itself: the failure is not the end of the wait, a
+    /// marker of a later boot is.
+    pub fn expect_reboot_through_failure(
+        &self,
+        trigger: impl Fn(&Vm) -> Result<()>,
+    ) -> Result<Boot> {
+        let previous = self.current_boot_id();
+        self.boot_with_watchdog(previous, true, true, trigger)
     }
 
     fn current_boot_id(&self) -> Option<String> {
@@ -218,6 +229,7 @@ impl Vm {
         &self,
         previous: Option<String>,
         quiet_start: bool,
+        failure_expected: bool,
         kick: impl Fn(&Vm) -> Result<()>,
     ) -> Result<Boot> {
         let mut power_cycled = false;
@@ -230,7 +242,13 @@ impl Vm {
                 kick(self)?;
             }
             let quiet = quiet_start && !power_cycled;
-            match self.wait_for_marker(offset, previous.as_deref(), started, quiet) {
+            match self.wait_for_marker(
+                offset,
+                previous.as_deref(),
+                started,
+                quiet,
+                failure_expected,
+            ) {
                 Ok(boot) => {
                     report::note(&format!(
                         "VM {}: booted {} ({}) in {}",
@@ -351,6 +369,7 @@ impl Vm {
         previous: Option<&str>,
         started: Instant,
         quiet_start: bool,
+        failure_expected: bool,
     ) -> Result<Boot> {
         let mut last_len = offset;
         let mut last_progress = Instant::now();
@@ -360,7 +379,7 @@ impl Vm {
             if let Some(boot) = find_marker(&text, previous, started.elapsed()) {
                 return Ok(boot);
             }
-            if let Some(why) = failed_boot(&text) {
+            if let Some(why) = failed_boot(&text).filter(|_| !failure_expected) {
                 bail!("the guest {why}");
             }
             if let Some(status) = self.qemu_exited() {
