@@ -57,6 +57,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
+/// `syncfs(2)` on the filesystem holding `path`: every write to it so far is on disk.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    nix::unistd::syncfs(&f).with_context(|| format!("syncfs on {}", path.display()))
+}
+
 // EXT4_IOC_CHECKPOINT (Linux 5.13): write the journal's committed transactions to their home
 // locations. FIFREEZE/FITHAW: freezing a filesystem flushes its journal or log.
 nix::ioctl_write_ptr!(ext4_ioc_checkpoint, b'f', 43, u32);

@@ -147,6 +147,13 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
                     progress: &report,
                 },
             );
+            // A step's writes must be on disk before its marker is: steps copy many files
+            // (identity, backups, the restored /etc and /var) without syncing each, and a power
+            // cut after the marker would otherwise leave them empty in a new stateroot that ibu
+            // believes complete (the VM scenario `upgrade-power-cut` found empty SSH host keys:
+            // sshd did not start after the pivot). One syncfs per step instead of one per file.
+            crate::fsutil::sync_filesystem(&paths.sysroot)
+                .with_context(|| format!("making the writes of {name} durable"))?;
             fault_point("crash-before-record", name);
             match &outcome {
                 Outcome::Failed { message } => error!(
