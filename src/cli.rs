@@ -165,7 +165,20 @@ fn run(cli: Cli) -> Result<u8> {
     let paths = Paths::for_sysroot(cli.sysroot.as_deref())?;
     let config = cli.config.clone().unwrap_or_else(|| paths.desired_file());
     match cli.command {
-        Command::Reconcile => Ok(reconcile::run(&paths, &config)? as u8),
+        Command::Reconcile => {
+            let exit = reconcile::run(&paths, &config)?;
+            // A wait must end without polling: ibu-retry.timer starts ibu again later. (Found
+            // by the VM scenario upgrade-power-cut: nothing else would have run ibu until the
+            // init monitor rolled the upgrade back.)
+            if exit == Exit::Waiting
+                && paths.sandbox.is_none()
+                && crate::systemd::under_systemd()
+                && let Err(e) = crate::systemd::arm_retry_timer()
+            {
+                tracing::warn!("{e:#}: ibu runs again only when something else starts it");
+            }
+            Ok(exit as u8)
+        }
         Command::Status { output } => status(&paths, &config, output),
         Command::Plan => plan_cmd(&paths, &config),
         Command::Validate { file } => validate(&paths, file.as_deref().unwrap_or(&config)),

@@ -197,11 +197,11 @@ fn cut_after(vm: &Vm, step_name: &str) -> Result<()> {
          {succeeded} | grep -q . && echo SUCCEEDED; {} | tail -n 1",
         journal(STEP_STARTED, "")
     );
-    // Early in a boot sshd may restart under the connection (a new host key, a unit
-    // reloaded): a dropped connection is asked again, anything else is the answer.
+    // Early in a boot sshd may not be up yet: a refused or dropped connection is asked
+    // again (for a while: an sshd that never starts is a failure), anything else is the answer.
     let out = vm.wait_for(
         &format!("ibu's {step_name} step to succeed"),
-        UPGRADE,
+        SETTLE,
         Duration::from_secs(1),
         || {
             let out = vm.ssh_output(&wait, UPGRADE)?;
