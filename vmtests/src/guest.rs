@@ -134,13 +134,14 @@ pub fn journal(vm: &Vm, args: &str) -> Result<Vec<Json>> {
         .collect()
 }
 
-/// Replace a file in the guest (written to a temporary file and renamed, like an editor).
+/// Replace a file in the guest (written to a temporary file and renamed, like an editor),
+/// creating its directory if needed.
 pub fn write_file(vm: &Vm, path: &str, contents: &str) -> Result<()> {
     if contents.contains("IBU_EOF") {
         bail!("contents for {path} contain the heredoc marker");
     }
     vm.ssh(&format!(
-        "cat > {path}.tmp <<'IBU_EOF'\n{contents}IBU_EOF\nmv {path}.tmp {path}"
+        "mkdir -p \"$(dirname {path})\" && cat > {path}.tmp <<'IBU_EOF'\n{contents}IBU_EOF\nmv {path}.tmp {path}"
     ))?;
     Ok(())
 }
