@@ -21,7 +21,7 @@ use crate::guest::{condition, find_condition, ibu_status, wait_for_run};
 use crate::harness::Harness;
 use crate::report::{note, step};
 use crate::scenarios::node::{self, deployments, set_stage};
-use crate::scenarios::prep::{PREP, target};
+use crate::scenarios::prep::{converge_prep, target};
 use crate::scenarios::seed;
 use crate::vm::Vm;
 
@@ -33,7 +33,7 @@ pub fn run_unbootable(h: &Harness) -> Result<()> {
     let seed = seed::ensure(h)?;
     let vm = target(h, &seed, "edge-3")?;
     let old = h.images.stateroot();
-    prep(&vm)?;
+    converge_prep(&vm)?;
 
     step(
         "the new deployment's initramfs is broken (overwritten with zeros in /boot)",
@@ -69,10 +69,7 @@ pub fn run_unbootable(h: &Harness) -> Result<()> {
         || {
             let console_before = fs_err::metadata(vm.console_log()).map_or(0, |m| m.len());
             let boot = vm.expect_reboot_through_failure(|vm| set_stage(vm, "Upgrade"))?;
-            ensure!(
-                boot.version == "1.0.0" && boot.stateroot() == old,
-                "booted {boot:?}"
-            );
+            ensure!(node::is_old_os(&boot, old), "booted {boot:?}");
             let console = fs_err::read(vm.console_log())?;
             let since = String::from_utf8_lossy(&console[console_before as usize..]);
             let panic = since
@@ -113,7 +110,7 @@ pub fn run_power_cut(h: &Harness) -> Result<()> {
     let seed = seed::ensure(h)?;
     let vm = target(h, &seed, "edge-4")?;
     let old = h.images.stateroot();
-    prep(&vm)?;
+    converge_prep(&vm)?;
     let identity = vm.ssh("hostname; cat /etc/machine-id")?;
 
     step(
@@ -127,10 +124,7 @@ pub fn run_power_cut(h: &Harness) -> Result<()> {
         "power on: the old stateroot boots, Upgrade is in progress; power cut after Pivot",
         || {
             let boot = vm.power_on()?;
-            ensure!(
-                boot.version == "1.0.0" && boot.stateroot() == old,
-                "{boot:?}"
-            );
+            ensure!(node::is_old_os(&boot, old), "{boot:?}");
             let status = ibu_status(&vm)?;
             ensure!(
                 condition(&status, "UpgradeInProgress").as_deref() == Some("True"),
@@ -175,14 +169,6 @@ pub fn run_power_cut(h: &Harness) -> Result<()> {
         },
     )?;
     node::check_own_keys(h, &vm, &seed)
-}
-
-fn prep(vm: &Vm) -> Result<()> {
-    step("stage: Prep; ibu converges to PrepCompleted", || {
-        set_stage(vm, "Prep")?;
-        node::wait_for_condition(vm, "PrepCompleted", PREP)?;
-        Ok(())
-    })
 }
 
 /// Wait in the guest until ibu's journal says `step_name` succeeded in this boot, then cut the

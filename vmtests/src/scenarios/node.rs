@@ -13,7 +13,7 @@ use crate::guest::{condition, ibu_status};
 use crate::harness::{Harness, Seed};
 use crate::ignition::files_config;
 use crate::report::{note, step, truncate};
-use crate::vm::Vm;
+use crate::vm::{Boot, Vm};
 
 /// The pull secret's name in `pullSecretRef` and where ibu finds it.
 pub const PULL_SECRET: &str = "seed-pull-secret";
@@ -166,6 +166,11 @@ pub fn ostree_state(vm: &Vm) -> Result<String> {
          grep -h '^options\\|^version' /boot/loader/entries/*.conf",
     )
     .context("reading the node's ostree state")
+}
+
+/// Did `boot` start the old OS (1.0.0) from the target's original stateroot `old`?
+pub fn is_old_os(boot: &Boot, old: &str) -> bool {
+    boot.version == "1.0.0" && boot.stateroot() == old
 }
 
 /// One deployment in `ostree admin status`.

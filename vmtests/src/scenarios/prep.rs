@@ -80,10 +80,7 @@ pub fn run(h: &Harness) -> Result<()> {
         "the node still boots the old OS, and ibu is Idle there",
         || {
             let boot = vm.reboot()?;
-            ensure!(
-                boot.version == "1.0.0" && boot.stateroot() == h.images.stateroot(),
-                "{boot:?}"
-            );
+            ensure!(node::is_old_os(&boot, h.images.stateroot()), "{boot:?}");
             let run = wait_for_run(&vm, "ibu.service", None, ABORT)?;
             ensure!(run.result == "success" && run.exit_status == 0, "{run:?}");
             let status = ibu_status(&vm)?;
@@ -185,6 +182,16 @@ pub(crate) fn target(h: &Harness, seed: &Seed, hostname: &str) -> Result<std::rc
         Ok(())
     })?;
     Ok(vm)
+}
+
+/// `stage: Prep` by editing one field, then wait for PrepCompleted: how every Upgrade
+/// scenario prepares its target.
+pub(crate) fn converge_prep(vm: &Vm) -> Result<()> {
+    step("stage: Prep; ibu converges to PrepCompleted", || {
+        set_stage(vm, "Prep")?;
+        node::wait_for_condition(vm, "PrepCompleted", PREP)?;
+        Ok(())
+    })
 }
 
 /// What a prepared node shows.

@@ -20,9 +20,9 @@ use crate::guest::{find_condition, ibu_status, wait_for_run, write_file};
 use crate::harness::{Harness, Seed};
 use crate::report::{note, step, truncate};
 use crate::scenarios::node::{self, deployments, ostree_state, set_stage, upgrade_doc_with};
-use crate::scenarios::prep::{PREP, target};
+use crate::scenarios::prep::{converge_prep, target};
 use crate::scenarios::seed;
-use crate::vm::{Boot, Vm};
+use crate::vm::Vm;
 
 const SETTLE: Duration = Duration::from_secs(600);
 const UPGRADE: Duration = Duration::from_secs(1800);
@@ -44,7 +44,7 @@ pub fn run(h: &Harness) -> Result<()> {
     let before = ostree_state(&vm)?;
 
     // 1. Manual rollback.
-    prep(&vm)?;
+    converge_prep(&vm)?;
     let new = step(
         "stage: Upgrade; ibu reboots into the new stateroot and completes",
         || {
@@ -62,10 +62,7 @@ pub fn run(h: &Harness) -> Result<()> {
         "stage: Rollback; ibu makes the old deployment the default and reboots into it",
         || {
             let boot = vm.expect_reboot(|vm| set_stage(vm, "Rollback"))?;
-            ensure!(
-                boot.version == "1.0.0" && boot.stateroot() == old,
-                "{boot:?}"
-            );
+            ensure!(node::is_old_os(&boot, old), "{boot:?}");
             let status = node::wait_for_condition(&vm, "RollbackCompleted", SETTLE)?;
             note(&format!("  {}", message(&status, "RollbackCompleted")));
             let list = deployments(&vm)?;
@@ -90,7 +87,7 @@ pub fn run(h: &Harness) -> Result<()> {
             set_doc(&vm, &seed, EXTRA_MANIFESTS)
         },
     )?;
-    prep(&vm)?;
+    converge_prep(&vm)?;
     let status = auto_rollback(&vm, old, &seed)?;
     let msg = message(&status, "UpgradeInProgress");
     ensure!(
@@ -121,7 +118,7 @@ pub fn run(h: &Harness) -> Result<()> {
             )
         },
     )?;
-    prep(&vm)?;
+    converge_prep(&vm)?;
     let status = auto_rollback(&vm, old, &seed)?;
     let msg = message(&status, "UpgradeInProgress");
     ensure!(
@@ -136,14 +133,6 @@ pub fn run(h: &Harness) -> Result<()> {
 fn set_doc(vm: &Vm, seed: &Seed, extra_spec: &str) -> Result<()> {
     let doc = upgrade_doc_with("Idle", &seed.image, &seed.version, extra_spec);
     write_file(vm, "/etc/ibu/upgrade.yaml", &doc)
-}
-
-fn prep(vm: &Vm) -> Result<()> {
-    step("stage: Prep; ibu converges to PrepCompleted", || {
-        set_stage(vm, "Prep")?;
-        node::wait_for_condition(vm, "PrepCompleted", PREP)?;
-        Ok(())
-    })
 }
 
 /// `stage: Upgrade`: ibu reboots into the new stateroot, something there makes it roll back by
@@ -161,7 +150,7 @@ fn auto_rollback(vm: &Vm, old: &str, seed: &Seed) -> Result<Json> {
                 ensure!(first.version == seed.version, "{first:?}");
                 vm.expect_reboot(|_| Ok(()))?
             };
-            ensure!(is_old(&back, old), "{back:?}");
+            ensure!(node::is_old_os(&back, old), "{back:?}");
             note(&format!(
                 "  back in the old stateroot {:.0}s after the edit",
                 started.elapsed().as_secs_f64()
@@ -216,10 +205,6 @@ fn boot_n(state: &str) -> String {
     state
         .replace("/ostree/boot.0/", "/ostree/boot.N/")
         .replace("/ostree/boot.1/", "/ostree/boot.N/")
-}
-
-fn is_old(boot: &Boot, old: &str) -> bool {
-    boot.version == "1.0.0" && boot.stateroot() == old
 }
 
 fn message(status: &Json, kind: &str) -> String {

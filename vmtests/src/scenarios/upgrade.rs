@@ -15,7 +15,7 @@ use crate::guest::{condition, find_condition, ibu_status, wait_for_run};
 use crate::harness::Harness;
 use crate::report::{note, step, truncate};
 use crate::scenarios::node::{self, deployments, set_stage};
-use crate::scenarios::prep::{PREP, prepared_checks, target};
+use crate::scenarios::prep::{converge_prep, prepared_checks, target};
 use crate::scenarios::seed;
 use crate::vm::Vm;
 
@@ -28,11 +28,7 @@ const IDENTITY: &str = "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_*_k
 pub fn run(h: &Harness) -> Result<()> {
     let seed = seed::ensure(h)?;
     let vm = target(h, &seed, "edge-1")?;
-    step("stage: Prep; ibu converges to PrepCompleted", || {
-        set_stage(&vm, "Prep")?;
-        node::wait_for_condition(&vm, "PrepCompleted", PREP)?;
-        Ok(())
-    })?;
+    converge_prep(&vm)?;
     prepared_checks(&vm, &seed)?;
 
     let web = seed
