@@ -66,7 +66,8 @@ pub fn remove_all_except(paths: &Paths, keep: &str) -> Result<CleanupReport> {
                 .undeployed
                 .push(format!("{} {}.{}", d.osname(), d.csum(), d.deployserial()));
         }
-        sr.write_deployments(&kept, gio::Cancellable::NONE)
+        // The cleanup below prunes once, after the refs are gone too.
+        sr.write_deployments_with_options(&kept, &without_postclean(), gio::Cancellable::NONE)
             .context("writing the deployment list without the other stateroots")?;
     }
 
@@ -199,6 +200,19 @@ pub fn deploy_new(
     })
 }
 
+/// Options for `write_deployments` without ostree's post-clean. `ostree_sysroot_write_deployments`
+/// cleans up after itself, and that cleanup prunes the repository: it walks every object of every
+/// deployed commit — two whole OS trees while both stateroots are deployed. Reordering frees
+/// nothing to prune (only the previous boot version's loader files, which any later cleanup or
+/// boot-version swap replaces), so ibu skips it where it only reorders or prunes itself. In the
+/// VM the post-clean was 18 s of CPU in `CommitPivot`, right after the pivot reboot: most of
+/// the upgrade's downtime beyond a plain reboot (benches/RESULTS.md, upgrade-downtime).
+fn without_postclean() -> ostree::SysrootWriteDeploymentsOpts {
+    ostree::SysrootWriteDeploymentsOpts {
+        do_postclean: false,
+    }
+}
+
 /// Make the deployment `d` of `stateroot` the first in the boot order, keeping every other
 /// deployment in its order (ostree has no "default" pointer: index 0 is what boots next).
 /// Returns whether anything changed; a deployment already first is left alone.
@@ -227,7 +241,7 @@ pub fn make_default(paths: &Paths, stateroot: &str, d: &DeploymentRecord) -> Res
     let mut order = all.clone();
     let first = order.remove(pos);
     order.insert(0, first);
-    sr.write_deployments(&order, gio::Cancellable::NONE)
+    sr.write_deployments_with_options(&order, &without_postclean(), gio::Cancellable::NONE)
         .with_context(|| format!("writing the boot order with {stateroot} first"))?;
     Ok(true)
 }
