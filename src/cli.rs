@@ -148,6 +148,35 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// `ibu reconcile`: one pass. Under systemd a wait ends without polling: by the event the
+/// planner named (systemd finishing its startup, then one more pass at once) or by
+/// ibu-retry.timer starting ibu again later. (The timer call was found missing by the VM
+/// scenario upgrade-power-cut: nothing else would have run ibu until the init monitor rolled the
+/// upgrade back. The startup wait was added for the upgrade's downtime: the timer's 30 s were
+/// most of the margin over a plain reboot.)
+fn reconcile_cmd(paths: &Paths, config: &Path) -> Result<u8> {
+    let mut ended = reconcile::run(paths, config)?;
+    if ended.exit != Exit::Waiting || paths.sandbox.is_some() || !crate::systemd::under_systemd() {
+        return Ok(ended.exit as u8);
+    }
+    if let Some((plan::WakeOn::SystemStarted, max_secs)) = ended.wake {
+        match crate::systemd::wait_for_startup(std::time::Duration::from_secs(max_secs)) {
+            Ok(true) => {
+                tracing::info!("systemd has finished starting: looking again");
+                ended = reconcile::run(paths, config)?;
+            }
+            Ok(false) => tracing::info!("systemd is still starting after {max_secs}s"),
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
+    if ended.exit == Exit::Waiting
+        && let Err(e) = crate::systemd::arm_retry_timer()
+    {
+        tracing::warn!("{e:#}: ibu runs again only when something else starts it");
+    }
+    Ok(ended.exit as u8)
+}
+
 /// Entry point for `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -165,20 +194,7 @@ fn run(cli: Cli) -> Result<u8> {
     let paths = Paths::for_sysroot(cli.sysroot.as_deref())?;
     let config = cli.config.clone().unwrap_or_else(|| paths.desired_file());
     match cli.command {
-        Command::Reconcile => {
-            let exit = reconcile::run(&paths, &config)?;
-            // A wait must end without polling: ibu-retry.timer starts ibu again later. (Found
-            // by the VM scenario upgrade-power-cut: nothing else would have run ibu until the
-            // init monitor rolled the upgrade back.)
-            if exit == Exit::Waiting
-                && paths.sandbox.is_none()
-                && crate::systemd::under_systemd()
-                && let Err(e) = crate::systemd::arm_retry_timer()
-            {
-                tracing::warn!("{e:#}: ibu runs again only when something else starts it");
-            }
-            Ok(exit as u8)
-        }
+        Command::Reconcile => reconcile_cmd(&paths, &config),
         Command::Status { output } => status(&paths, &config, output),
         Command::Plan => plan_cmd(&paths, &config),
         Command::Validate { file } => validate(&paths, file.as_deref().unwrap_or(&config)),
@@ -281,7 +297,11 @@ fn plan_cmd(paths: &Paths, config: &Path) -> Result<u8> {
         plan::Decision::Wait {
             reason,
             retry_after_secs,
-        } => println!("Waiting ({retry_after_secs}s): {reason}"),
+            wake_on,
+        } => println!(
+            "Waiting ({}): {reason}",
+            crate::render::wake_text(*wake_on, *retry_after_secs)
+        ),
         plan::Decision::Blocked { reason } => println!("Blocked: {reason}"),
         plan::Decision::Converged { summary } => println!("Converged: {summary}"),
     }

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use crate::facts::Live;
 use crate::logging::message_id;
 use crate::paths::Paths;
-use crate::plan::{self, Decision, Outcome, SpecRejected};
+use crate::plan::{self, Decision, Outcome, SpecRejected, WakeOn};
 use crate::spec::Desired;
 use crate::spec::load::{self, SpecError};
 use crate::status::Timestamp;
@@ -39,6 +39,20 @@ pub enum Exit {
     Progressed = 75,
 }
 
+/// How a pass ended: its exit code and, when it waits, what ends the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub exit: Exit,
+    /// For [`Exit::Waiting`]: the event to wake on and the longest to wait for it.
+    pub wake: Option<(WakeOn, u64)>,
+}
+
+impl From<Exit> for Ended {
+    fn from(exit: Exit) -> Ended {
+        Ended { exit, wake: None }
+    }
+}
+
 /// Read the desired state; a missing file means the default Idle document (a fresh node), as
 /// LCA creates an Idle `ImageBasedUpgrade` when it is first deployed.
 pub fn load_desired(path: &Path) -> Result<(Desired, Vec<String>), SpecError> {
@@ -58,12 +72,12 @@ fn file_digest(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// One reconcile pass.
-pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
+pub fn run(paths: &Paths, config: &Path) -> Result<Ended> {
     let _lock = match crate::lock::InstanceLock::try_acquire(&paths.lock_file()) {
         Ok(l) => l,
         Err(e) if e.downcast_ref::<crate::lock::Locked>().is_some() => {
             warn!("{e}");
-            return Ok(Exit::Locked);
+            return Ok(Exit::Locked.into());
         }
         Err(e) => return Err(e),
     };
@@ -72,7 +86,7 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
         Ok(d) => d,
         Err(e) => {
             error!(message_id = message_id::SPEC_REJECTED, "{e}");
-            return Ok(Exit::InvalidInput);
+            return Ok(Exit::InvalidInput.into());
         }
     };
     for w in &warnings {
@@ -91,7 +105,7 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
                     "{}: {r}",
                     config.display()
                 );
-                return Ok(Exit::InvalidInput);
+                return Ok(Exit::InvalidInput.into());
             }
             return Err(e.context("planning"));
         }
@@ -102,6 +116,7 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
             .context("recording status before the step")?;
     }
     let stage = desired.stage.as_str();
+    let mut wake = None;
     let exit = match &p.decision {
         Decision::Converged { summary } => {
             info!(
@@ -117,11 +132,16 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
         Decision::Wait {
             reason,
             retry_after_secs,
+            wake_on,
         } => {
             info!(
                 message_id = message_id::WAITING,
-                stage, retry_after_secs, "waiting: {reason}"
+                stage,
+                retry_after_secs,
+                "waiting ({}): {reason}",
+                crate::render::wake_text(*wake_on, *retry_after_secs)
             );
+            wake = Some((*wake_on, *retry_after_secs));
             Exit::Waiting
         }
         Decision::Run(step) => {
@@ -191,9 +211,9 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Exit> {
             "{} changed during this run; running again",
             config.display()
         );
-        return Ok(Exit::Progressed);
+        return Ok(Exit::Progressed.into());
     }
-    Ok(exit)
+    Ok(Ended { exit, wake })
 }
 
 /// Writes a long step's progress into the in-progress condition of the stage, at most every

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::facts::OstreeFacts;
-use crate::plan::Decision;
+use crate::plan::{Decision, WakeOn};
 use crate::spec::Desired;
 use crate::status::store::Recorded;
 use crate::status::{CheckResult, ConditionStatus, Reason, StepResult};
@@ -60,6 +60,16 @@ pub fn state_line(rec: &Recorded) -> String {
 }
 
 /// The four-letter mark of a check result in human output.
+/// How a wait ends, for `ibu plan` and `ibu status`.
+pub fn wake_text(wake_on: WakeOn, retry_after_secs: u64) -> String {
+    match wake_on {
+        WakeOn::Timer => format!("{retry_after_secs}s"),
+        WakeOn::SystemStarted => {
+            format!("until systemd has started, at most {retry_after_secs}s")
+        }
+    }
+}
+
 pub fn mark(r: CheckResult) -> &'static str {
     match r {
         CheckResult::Passed => "ok  ",
@@ -108,7 +118,11 @@ pub fn human(v: &View<'_>) -> String {
                 Decision::Wait {
                     reason,
                     retry_after_secs,
-                } => format!("wait {retry_after_secs}s: {reason}"),
+                    wake_on,
+                } => format!(
+                    "wait ({}): {reason}",
+                    wake_text(*wake_on, *retry_after_secs)
+                ),
                 Decision::Blocked { reason } => format!("blocked: {reason}"),
                 Decision::Converged { summary } => format!("nothing (converged: {summary})"),
             };

@@ -1,8 +1,15 @@
 //! The little ibu asks of systemd: bring it back later when it is waiting.
 //!
 //! `ibu.service` restarts itself after a step (exit 75); a wait must not poll, so on a wait ibu
-//! (re)starts `ibu-retry.timer`, which starts `ibu.service` once, `OnActiveSec` later. Outside
-//! systemd (a shell, tests) nothing is armed: the caller sees exit code 4 and decides.
+//! (re)starts `ibu-retry.timer`, which starts `ibu.service` once, `OnActiveSec` later. A wait for
+//! systemd to finish starting (the deferred health checks right after the pivot reboot) is an
+//! event ibu can watch: it blocks in `systemctl is-system-running --wait` for a bounded time and
+//! looks again at once, instead of adding the timer's period to the upgrade's downtime. Outside
+//! systemd (a shell, tests) nothing is armed and nothing waits: the caller sees exit code 4 and
+//! decides.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -21,4 +28,32 @@ pub fn arm_retry_timer() -> Result<()> {
         .quiet()
         .run()
         .with_context(|| format!("starting {RETRY_TIMER}"))
+}
+
+/// Wait until systemd has finished starting (`systemctl is-system-running --wait` returns), at
+/// most `max`. Ok(true) when it has, Ok(false) when it is still starting after `max`.
+pub fn wait_for_startup(max: Duration) -> Result<bool> {
+    let mut child = Command::new("systemctl")
+        .args(["is-system-running", "--wait"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("running systemctl is-system-running --wait")?;
+    let deadline = Instant::now() + max;
+    loop {
+        // Exits non-zero for every state but `running`; any exit means startup is over.
+        if child
+            .try_wait()
+            .context("waiting for systemctl is-system-running --wait")?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

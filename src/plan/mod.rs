@@ -371,15 +371,28 @@ pub fn manifests_marker(wave: &str) -> String {
 pub enum Decision {
     /// Run this step now.
     Run(Step),
-    /// Nothing to do yet; look again after `retry_after_secs`.
+    /// Nothing to do yet; look again when `wake_on` happens, at the latest after
+    /// `retry_after_secs`.
     Wait {
         reason: String,
         retry_after_secs: u64,
+        wake_on: WakeOn,
     },
     /// Nothing ibu can do until a human changes something (the desired stage, the host).
     Blocked { reason: String },
     /// The desired state is reached.
     Converged { summary: String },
+}
+
+/// What ends a wait. The planner names the event so that the shell can wait for it instead of
+/// polling: after the pivot reboot, the deferred health checks wait for systemd to finish
+/// starting, and a fixed timer would add up to its whole period to the upgrade's downtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeOn {
+    /// Nothing ibu can watch: look again after the delay.
+    Timer,
+    /// systemd leaving its "starting" state (`systemctl is-system-running --wait`).
+    SystemStarted,
 }
 
 /// The planner's answer.

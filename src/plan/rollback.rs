@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use super::{
     Decision, Outcome, Pass, RebootKind, STEP_ROLLBACK_REBOOT, STEP_ROLLBACK_SAVE_STATE,
-    STEP_ROLLBACK_SET_DEFAULT, Step,
+    STEP_ROLLBACK_SET_DEFAULT, Step, WakeOn,
 };
 use crate::spec::Stage;
 use crate::status::conditions::{Ctx, ROLLBACK_COMPLETED};
@@ -141,6 +141,7 @@ pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)>
                             up.old_stateroot
                         ),
                         retry_after_secs: 60,
+                        wake_on: WakeOn::Timer,
                     },
                     vec![],
                 ));

@@ -36,7 +36,7 @@ use super::{
     Decision, Outcome, Pass, Phase, RebootKind, STEP_APPLY_IDENTITY, STEP_BACKUP,
     STEP_CARRY_IDENTITY, STEP_COMMIT_PIVOT, STEP_FINISH_UPGRADE, STEP_HEALTH_CHECKS, STEP_PIVOT,
     STEP_POST_PIVOT_HEALTH_CHECKS, STEP_REBOOT, STEP_REGENERATE_CRYPTO, STEP_RESTORE_BACKUPS,
-    STEP_SAVE_STATE, STEP_STAGE_MANIFESTS, STEP_WRITE_AUTO_ROLLBACK, Step, StepData,
+    STEP_SAVE_STATE, STEP_STAGE_MANIFESTS, STEP_WRITE_AUTO_ROLLBACK, Step, StepData, WakeOn,
 };
 use crate::spec::{Desired, Stage};
 use crate::status::conditions::Ctx;
@@ -73,6 +73,9 @@ pub const CHECK_PIVOT_BOOT: &str = "PivotBoot";
 
 /// How long to wait before health checks run again after they failed.
 pub const HEALTH_RETRY_SECS: u64 = 30;
+/// The longest one run waits for systemd to finish starting before it exits and leaves the
+/// next look to the retry timer (the init monitor restarts ibu meanwhile if it fires).
+pub const STARTUP_WAIT_SECS: u64 = 120;
 /// How long a requested reboot may take before ibu asks again.
 pub const REBOOT_RETRY_SECS: i64 = 300;
 
@@ -149,9 +152,14 @@ pub(super) fn system_state_gate(pass: &mut Pass<'_>) -> Result<Option<Decision>>
     Ok(Some(Decision::Wait {
         reason: msg,
         retry_after_secs: if system.is_settling() {
-            10
+            STARTUP_WAIT_SECS
         } else {
             HEALTH_RETRY_SECS
+        },
+        wake_on: if system.is_settling() {
+            WakeOn::SystemStarted
+        } else {
+            WakeOn::Timer
         },
     }))
 }
@@ -167,6 +175,7 @@ pub(super) fn drop_in_backoff(pass: &Pass<'_>, step: &str) -> Option<Decision> {
     (wait > 0).then(|| Decision::Wait {
         reason: format!("{MSG_WAITING_FOR_HEALTH}: {}", c.message),
         retry_after_secs: wait as u64,
+        wake_on: WakeOn::Timer,
     })
 }
 
@@ -220,6 +229,7 @@ pub(super) fn next(pass: &mut Pass<'_>) -> Result<(Decision, Vec<&'static str>)>
                             target.stateroot
                         ),
                         retry_after_secs: 60,
+                        wake_on: WakeOn::Timer,
                     },
                     vec![],
                 ));

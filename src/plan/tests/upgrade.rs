@@ -255,9 +255,19 @@ fn empty_oadp_and_manifests_skip_their_steps() {
 #[test]
 fn unhealthy_systems_wait_with_lcas_message() {
     let d = desired(Stage::Upgrade);
-    for (state, retry, fragment) in [
-        ("starting", 10, "systemd reports the system starting"),
-        ("degraded: a.service", 30, "failed units a.service"),
+    for (state, retry, wake_on, fragment) in [
+        (
+            "starting",
+            super::super::upgrade::STARTUP_WAIT_SECS,
+            WakeOn::SystemStarted,
+            "systemd reports the system starting",
+        ),
+        (
+            "degraded: a.service",
+            30,
+            WakeOn::Timer,
+            "failed units a.service",
+        ),
     ] {
         let p = plan_ok(&d, &prepared(), &old_booted(boot("b1", 9, state)));
         assert_eq!(
@@ -267,7 +277,8 @@ fn unhealthy_systems_wait_with_lcas_message() {
                     "Waiting for system to stabilize: failed",
                     "Waiting for system to stabilize: systemd reports the system degraded: failed"
                 ),
-                retry_after_secs: retry
+                retry_after_secs: retry,
+                wake_on,
             }
         );
         let (st, why, msg) = cond(&p.recorded, ConditionType::UpgradeInProgress);
