@@ -97,6 +97,7 @@ pub fn run(h: &Harness) -> Result<()> {
                 marker - requested,
                 done - requested
             ));
+            timeline(&vm, requested)?;
             Ok((done - requested, marker - requested))
         },
     )?;
@@ -213,6 +214,30 @@ fn reboot_requested(vm: &Vm, old_stateroot: &str) -> Result<f64> {
         .context("no __REALTIME_TIMESTAMP")?
         .parse()?;
     Ok(micros / 1e6)
+}
+
+/// Notes where the downtime goes: ibu's runs, its retry timer, the end of systemd's startup and
+/// the marker service in this boot, in seconds after the reboot request.
+fn timeline(vm: &Vm, requested: f64) -> Result<()> {
+    let out = vm.ssh(
+        "{ journalctl -b --no-pager -o short-unix -u ibu.service -u ibu-retry.timer \
+             -u ibu-vm-booted.service; \
+           journalctl -b --no-pager -o short-unix MESSAGE_ID=b07a249cd024414a82dd00cd181378ff; } \
+         | sort -n",
+    )?;
+    note("  timeline of the new boot (seconds after the reboot request):");
+    for line in out.lines() {
+        let Some((t, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(t) = t.parse::<f64>() else { continue };
+        note(&format!(
+            "    {:7.1} {}",
+            t - requested,
+            truncate(rest, 160)
+        ));
+    }
+    Ok(())
 }
 
 /// The time of the UpgradeCompleted condition, in seconds since the epoch.
