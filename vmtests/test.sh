@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --all-targets --locked
 
-scenarios=${IBU_VMTESTS_SCENARIOS:-first-boot prep upgrade}
+scenarios=${IBU_VMTESTS_SCENARIOS:-first-boot prep upgrade rollback}
 if [ "$scenarios" != none ]; then
   echo "== VM scenarios: $scenarios" >&2
   # shellcheck disable=SC2086 # a list of names
