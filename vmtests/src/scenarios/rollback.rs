@@ -199,12 +199,35 @@ fn finalize(vm: &Vm, old: &str, before: &str, what: &str) -> Result<()> {
     )
 }
 
-/// The state with ostree's boot version (`/ostree/boot.0` or `.1`, flipped by each bootloader
-/// write) left out.
+/// The state with ostree's boot version and sub-boot version left out: `/ostree/boot.0` or `.1`
+/// (flipped by each bootloader write) and the deployment refs `ostree/<boot>/<subboot>/<index>`
+/// that ostree regenerates with them at each cleanup. Which sub-boot version a write picks
+/// depends on what earlier writes left of the inactive boot version (ibu reorders without
+/// ostree's post-clean), not on anything a user sees.
 fn boot_n(state: &str) -> String {
-    state
+    let state = state
         .replace("/ostree/boot.0/", "/ostree/boot.N/")
-        .replace("/ostree/boot.1/", "/ostree/boot.N/")
+        .replace("/ostree/boot.1/", "/ostree/boot.N/");
+    let mut out: Vec<String> = state
+        .lines()
+        .map(|line| {
+            match line
+                .strip_prefix("ostree/")
+                .map(|r| r.split('/').collect::<Vec<_>>())
+            {
+                Some(parts)
+                    if parts.len() == 3 && parts[..2].iter().all(|p| *p == "0" || *p == "1") =>
+                {
+                    format!("ostree/B/S/{}", parts[2])
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    if state.ends_with('\n') {
+        out.push(String::new());
+    }
+    out.join("\n")
 }
 
 fn message(status: &Json, kind: &str) -> String {
@@ -212,4 +235,27 @@ fn message(status: &Json, kind: &str) -> String {
         .and_then(|c| c["message"].as_str())
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn boot_n_ignores_boot_and_subboot_versions_only() {
+        let a = "* debian abc.0\n-- refs\nibu-vm/old\nostree/1/1/0\n-- boot entries\n\
+                 options ostree=/ostree/boot.1/debian/b6/0\n";
+        let b = "* debian abc.0\n-- refs\nibu-vm/old\nostree/1/0/0\n-- boot entries\n\
+                 options ostree=/ostree/boot.0/debian/b6/0\n";
+        assert_eq!(super::boot_n(a), super::boot_n(b));
+        // A second deployment's ref, a different stateroot or another ref still differs.
+        let two = b.replace("ostree/1/0/0\n", "ostree/1/0/0\nostree/1/0/1\n");
+        assert_ne!(super::boot_n(a), super::boot_n(&two));
+        assert_ne!(
+            super::boot_n(a),
+            super::boot_n(&b.replace("ibu-vm/old", "ibu/debian_1.1.0"))
+        );
+        assert_ne!(
+            super::boot_n(a),
+            super::boot_n(&b.replace("debian/b6", "x/b6"))
+        );
+    }
 }
