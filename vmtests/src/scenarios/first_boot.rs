@@ -253,7 +253,7 @@ pub fn run(h: &Harness) -> Result<()> {
                     .any(|s| s == "75"),
                 "{loaded:?}"
             );
-            ensure!(loaded["RestartUSec"] == "2s", "{loaded:?}");
+            ensure!(loaded["RestartUSec"] == "500ms", "{loaded:?}");
             // Prep's checks run as a step (exit 75), then the seed inspection fails: the seed
             // names registry.example.com, which this VM cannot reach. Prep failed (exit 3).
             guest::write_file(&vm, "/etc/ibu/upgrade.yaml", PREP_DOC)?;
