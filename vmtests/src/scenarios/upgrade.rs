@@ -216,13 +216,14 @@ fn reboot_requested(vm: &Vm, old_stateroot: &str) -> Result<f64> {
     Ok(micros / 1e6)
 }
 
-/// Notes where the downtime goes: ibu's runs, its retry timer, the end of systemd's startup and
-/// the marker service in this boot, in seconds after the reboot request.
+/// Notes where the downtime goes: ibu's runs, its retry timer, the end of systemd's startup,
+/// systemd's reloads and the marker service in this boot, in seconds after the reboot request.
 fn timeline(vm: &Vm, requested: f64) -> Result<()> {
     let out = vm.ssh(
         "{ journalctl -b --no-pager -o short-unix -u ibu.service -u ibu-retry.timer \
              -u ibu-vm-booted.service; \
-           journalctl -b --no-pager -o short-unix MESSAGE_ID=b07a249cd024414a82dd00cd181378ff; } \
+           journalctl -b --no-pager -o short-unix MESSAGE_ID=b07a249cd024414a82dd00cd181378ff; \
+           journalctl -b --no-pager -o short-unix _PID=1 | grep -E 'Reloading'; } \
          | sort -n",
     )?;
     note("  timeline of the new boot (seconds after the reboot request):");
