@@ -59,7 +59,6 @@ pub fn state_line(rec: &Recorded) -> String {
     }
 }
 
-/// The four-letter mark of a check result in human output.
 /// How a wait ends, for `ibu plan` and `ibu status`.
 pub fn wake_text(wake_on: WakeOn, retry_after_secs: u64) -> String {
     match wake_on {
@@ -70,6 +69,7 @@ pub fn wake_text(wake_on: WakeOn, retry_after_secs: u64) -> String {
     }
 }
 
+/// The four-letter mark of a check result in human output.
 pub fn mark(r: CheckResult) -> &'static str {
     match r {
         CheckResult::Passed => "ok  ",

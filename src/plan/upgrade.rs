@@ -141,26 +141,23 @@ pub(super) fn system_state_gate(pass: &mut Pass<'_>) -> Result<Option<Decision>>
             system.failed_units.join(", ")
         )
     };
-    let result = if system.is_settling() {
-        CheckResult::Warning
+    // Still starting: wait for the startup to end. Degraded or worse: look again later.
+    let (result, retry_after_secs, wake_on) = if system.is_settling() {
+        (
+            CheckResult::Warning,
+            STARTUP_WAIT_SECS,
+            WakeOn::SystemStarted,
+        )
     } else {
-        CheckResult::Failed
+        (CheckResult::Failed, HEALTH_RETRY_SECS, WakeOn::Timer)
     };
     pass.record_check(CHECK_SYSTEM_STATE, result, detail.clone());
     let msg = format!("{MSG_WAITING_FOR_HEALTH}: {detail}");
     pass.rec.status.set_upgrade_in_progress(pass.cx, &msg);
     Ok(Some(Decision::Wait {
         reason: msg,
-        retry_after_secs: if system.is_settling() {
-            STARTUP_WAIT_SECS
-        } else {
-            HEALTH_RETRY_SECS
-        },
-        wake_on: if system.is_settling() {
-            WakeOn::SystemStarted
-        } else {
-            WakeOn::Timer
-        },
+        retry_after_secs,
+        wake_on,
     }))
 }
 
