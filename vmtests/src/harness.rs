@@ -168,6 +168,8 @@ pub struct Outcome {
     pub seconds: f64,
     pub hangs: u32,
     pub boots: Vec<f64>,
+    /// Why it failed, the whole error chain on one line (none when it passed).
+    pub error: Option<String>,
 }
 
 /// Everything a run shares between its scenarios.
@@ -294,6 +296,7 @@ impl Run {
             seconds,
             hangs,
             boots,
+            error: result.err().map(|e| format!("{e:#}")),
         }
     }
 }

@@ -120,6 +120,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         String::new()
                     }
                 ));
+                // The reason again, so that the last lines of a long log say why.
+                if let Some(e) = &o.error {
+                    summary.push_str(&format!("         {}\n", report::truncate(e, 600)));
+                }
             }
             eprint!("{summary}");
             let _ = fs_err::write(dir.join("summary.txt"), &summary);
