@@ -260,6 +260,20 @@ impl Vm {
                     self.state.borrow_mut().boots.push(boot.clone());
                     return Ok(boot);
                 }
+                Err(e)
+                    if e.downcast_ref::<Hang>().is_some()
+                        && let Some(prev) = previous.as_deref()
+                        && !power_cycled
+                        && self.still_in_boot(prev) =>
+                {
+                    // Not a hung boot: no reboot happened at all (the guest, or ibu in it, never
+                    // asked for one). Power cycling would hide that; fail with the guest's journal.
+                    return Err(anyhow!(
+                        "VM {}: no reboot: still up in boot {prev} after {} ({e})",
+                        self.name,
+                        report::secs(started.elapsed())
+                    ));
+                }
                 Err(e) if e.downcast_ref::<Hang>().is_some() => {
                     let hangs = {
                         let mut st = self.state.borrow_mut();
@@ -292,6 +306,15 @@ impl Vm {
                 }
             }
         }
+    }
+
+    /// Is the guest up over SSH, still in boot `boot_id`?
+    fn still_in_boot(&self, boot_id: &str) -> bool {
+        self.ssh_output(
+            "cat /proc/sys/kernel/random/boot_id",
+            Duration::from_secs(30),
+        )
+        .is_ok_and(|o| o.code == 0 && o.stdout.trim() == boot_id)
     }
 
     fn spawn_qemu(&self) -> Result<()> {
