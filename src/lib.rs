@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backup;
 pub mod bootloader;
 pub mod checks;
+pub mod child;
 pub mod cli;
 pub mod edit;
 pub mod facts;

@@ -9,9 +9,11 @@
 //! decides.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use crate::child;
 
 /// The retry timer unit shipped in `units/`.
 pub const RETRY_TIMER: &str = "ibu-retry.timer";
@@ -33,27 +35,15 @@ pub fn arm_retry_timer() -> Result<()> {
 /// Wait until systemd has finished starting (`systemctl is-system-running --wait` returns), at
 /// most `max`. Ok(true) when it has, Ok(false) when it is still starting after `max`.
 pub fn wait_for_startup(max: Duration) -> Result<bool> {
+    const WHAT: &str = "systemctl is-system-running --wait";
     let mut child = Command::new("systemctl")
         .args(["is-system-running", "--wait"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .context("running systemctl is-system-running --wait")?;
-    let deadline = Instant::now() + max;
-    loop {
-        // Exits non-zero for every state but `running`; any exit means startup is over.
-        if child
-            .try_wait()
-            .context("waiting for systemctl is-system-running --wait")?
-            .is_some()
-        {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        .with_context(|| format!("running {WHAT}"))?;
+    // It exits non-zero for every state but `running`; any exit means startup is over.
+    let status = child::wait_with_deadline(&mut child, max)
+        .with_context(|| format!("waiting for {WHAT}"))?;
+    Ok(status.is_some())
 }

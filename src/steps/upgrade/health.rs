@@ -9,18 +9,22 @@
 //! `pre-pivot` or `post-pivot`. systemd's own state (`systemctl is-system-running`) is checked
 //! by the planner before the drop-ins run.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::child;
 use crate::paths::Paths;
 use crate::plan::{Outcome, Phase};
 
 pub const TIMEOUT_SECS: u64 = 300;
+
+/// How long a failed check's stderr is read after it exited (a process it left running may
+/// keep the pipe open).
+const STDERR_LINGER: Duration = Duration::from_secs(1);
 
 /// `/etc/ibu/health-check/<kind>.d`.
 pub fn dir(paths: &Paths, kind: &str) -> PathBuf {
@@ -58,39 +62,23 @@ fn run_one(script: &Path, phase: Phase, timeout: Duration) -> Result<(), String>
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run: {e}"))?;
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {}s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("waiting for it: {e}")),
-        }
+    let last_line = child.stderr.take().map(child::last_line_of);
+    let status = match child::wait_with_deadline(&mut child, timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) => return Err(format!("timed out after {}s", timeout.as_secs())),
+        Err(e) => return Err(format!("waiting for it: {e}")),
     };
     if status.success() {
         return Ok(());
     }
-    let mut err = String::new();
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
-    let last = err
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    Err(format!(
-        "{status}{}",
-        if last.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", last.trim())
-        }
-    ))
+    let last = last_line
+        .map(|read| read(STDERR_LINGER))
+        .unwrap_or_default();
+    Err(if last.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status}: {last}")
+    })
 }
 
 pub fn run(paths: &Paths, phase: Phase) -> Result<Outcome> {
@@ -179,5 +167,25 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("20-meh"), "{message}");
+    }
+
+    #[test]
+    fn a_chatty_check_is_not_mistaken_for_a_slow_one() {
+        // More on stderr than a pipe holds: the check must still end, with its last line.
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path());
+        script(
+            &dir(&p, "required"),
+            "10-chatty",
+            "seq 1 100000 >&2; echo 'etcd not ready' >&2; exit 2",
+        );
+        let o = run_with_timeout(&p, Phase::PrePivot, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            o,
+            Outcome::Failed {
+                message: "required health check 10-chatty failed (exit status: 2: etcd not ready)"
+                    .into()
+            }
+        );
     }
 }
