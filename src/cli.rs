@@ -156,10 +156,14 @@ impl std::str::FromStr for Format {
 /// most of the margin over a plain reboot.)
 fn reconcile_cmd(paths: &Paths, config: &Path) -> Result<u8> {
     let mut ended = reconcile::run(paths, config)?;
-    if ended.exit != Exit::Waiting || paths.sandbox.is_some() || !crate::systemd::under_systemd() {
-        return Ok(ended.exit as u8);
+    if paths.sandbox.is_some() || !crate::systemd::under_systemd() {
+        return Ok(ended.exit() as u8);
     }
-    if let Some((plan::WakeOn::SystemStarted, max_secs)) = ended.wake {
+    if let reconcile::Ended::Waiting {
+        wake_on: plan::WakeOn::SystemStarted,
+        max_secs,
+    } = ended
+    {
         match crate::systemd::wait_for_startup(std::time::Duration::from_secs(max_secs)) {
             Ok(true) => {
                 tracing::info!("systemd has finished starting: looking again");
@@ -169,12 +173,12 @@ fn reconcile_cmd(paths: &Paths, config: &Path) -> Result<u8> {
             Err(e) => tracing::warn!("{e:#}"),
         }
     }
-    if ended.exit == Exit::Waiting
+    if let reconcile::Ended::Waiting { .. } = ended
         && let Err(e) = crate::systemd::arm_retry_timer()
     {
         tracing::warn!("{e:#}: ibu runs again only when something else starts it");
     }
-    Ok(ended.exit as u8)
+    Ok(ended.exit() as u8)
 }
 
 /// Entry point for `main`.

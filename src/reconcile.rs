@@ -39,17 +39,28 @@ pub enum Exit {
     Progressed = 75,
 }
 
-/// How a pass ended: its exit code and, when it waits, what ends the wait.
+/// How a pass ended. A wait carries what ends it, so no caller can see one without the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ended {
-    pub exit: Exit,
-    /// For [`Exit::Waiting`]: the event to wake on and the longest to wait for it.
-    pub wake: Option<(WakeOn, u64)>,
+pub enum Ended {
+    /// Every end but a wait for the host.
+    Exit(Exit),
+    /// Waiting for the host ([`Exit::Waiting`]): the event that ends the wait, and the longest
+    /// to wait for it.
+    Waiting { wake_on: WakeOn, max_secs: u64 },
+}
+
+impl Ended {
+    pub fn exit(self) -> Exit {
+        match self {
+            Ended::Exit(exit) => exit,
+            Ended::Waiting { .. } => Exit::Waiting,
+        }
+    }
 }
 
 impl From<Exit> for Ended {
     fn from(exit: Exit) -> Ended {
-        Ended { exit, wake: None }
+        Ended::Exit(exit)
     }
 }
 
@@ -116,18 +127,17 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Ended> {
             .context("recording status before the step")?;
     }
     let stage = desired.stage.as_str();
-    let mut wake = None;
-    let exit = match &p.decision {
+    let ended = match &p.decision {
         Decision::Converged { summary } => {
             info!(
                 message_id = message_id::CONVERGED,
                 stage, "converged: {summary}"
             );
-            Exit::Converged
+            Exit::Converged.into()
         }
         Decision::Blocked { reason } => {
             warn!(message_id = message_id::BLOCKED, stage, "blocked: {reason}");
-            Exit::Blocked
+            Exit::Blocked.into()
         }
         Decision::Wait {
             reason,
@@ -141,8 +151,10 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Ended> {
                 "waiting ({}): {reason}",
                 crate::render::wake_text(*wake_on, *retry_after_secs)
             );
-            wake = Some((*wake_on, *retry_after_secs));
-            Exit::Waiting
+            Ended::Waiting {
+                wake_on: *wake_on,
+                max_secs: *retry_after_secs,
+            }
         }
         Decision::Run(step) => {
             let name = step.name();
@@ -203,17 +215,17 @@ pub fn run(paths: &Paths, config: &Path) -> Result<Ended> {
             )?;
             rec.save(&state_file)
                 .with_context(|| format!("recording the outcome of {name}"))?;
-            Exit::Progressed
+            Exit::Progressed.into()
         }
     };
-    if file_digest(config) != before && exit != Exit::Progressed {
+    if file_digest(config) != before && ended.exit() != Exit::Progressed {
         info!(
             "{} changed during this run; running again",
             config.display()
         );
         return Ok(Exit::Progressed.into());
     }
-    Ok(Ended { exit, wake })
+    Ok(ended)
 }
 
 /// Writes a long step's progress into the in-progress condition of the stage, at most every
