@@ -103,15 +103,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let dir = repo.join("target/vmtests/runs").join(timestamp());
             let run = Run::prepare(&repo, images, ibu, dir.clone(), keep_disks)?;
             report::note(&format!("run directory {}", dir.display()));
-            let outcomes: Vec<_> = selected.iter().map(|s| run.scenario(s)).collect();
+            let attempts: Vec<Vec<_>> = selected.iter().map(|s| run.scenario_attempts(s)).collect();
             eprintln!();
             let mut summary = String::new();
-            for o in &outcomes {
+            for o in attempts.iter().flatten() {
                 let boots: Vec<String> = o.boots.iter().map(|b| format!("{b:.0}s")).collect();
                 summary.push_str(&format!(
                     "{:<8} {:<14} {:>6.0}s  boots: {}{}\n",
                     format!("{:?}", o.verdict).to_uppercase(),
-                    o.name,
+                    if o.attempt == 1 {
+                        o.name.to_string()
+                    } else {
+                        format!("{} #{}", o.name, o.attempt)
+                    },
                     o.seconds,
                     boots.join(" "),
                     if o.hangs > 0 {
@@ -122,16 +126,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ));
                 // The reason again, so that the last lines of a long log say why.
                 if let Some(e) = &o.error {
-                    summary.push_str(&format!("         {}\n", report::truncate(e, 600)));
+                    summary.push_str(&format!("         {}\n", report::truncate(e, 1500)));
                 }
             }
             eprint!("{summary}");
             let _ = fs_err::write(dir.join("summary.txt"), &summary);
-            let passed = outcomes
+            // A scenario counts by its last attempt.
+            let passed = attempts
                 .iter()
-                .filter(|o| o.verdict == Verdict::Passed)
+                .filter(|a| a.last().is_some_and(|o| o.verdict == Verdict::Passed))
                 .count();
-            let failed = outcomes.len() - passed;
+            let failed = attempts.len() - passed;
             // The plain closing line CI reads.
             println!("vmtests: {passed} passed, {failed} failed");
             if failed > 0 {

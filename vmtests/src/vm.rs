@@ -269,9 +269,10 @@ impl Vm {
                     // Not a hung boot: no reboot happened at all (the guest, or ibu in it, never
                     // asked for one). Power cycling would hide that; fail with the guest's journal.
                     return Err(anyhow!(
-                        "VM {}: no reboot: still up in boot {prev} after {} ({e})",
+                        "VM {}: no reboot: still up in boot {prev} after {} ({e}); {}",
                         self.name,
-                        report::secs(started.elapsed())
+                        report::secs(started.elapsed()),
+                        self.why_no_reboot()
                     ));
                 }
                 Err(e) if e.downcast_ref::<Hang>().is_some() => {
@@ -315,6 +316,27 @@ impl Vm {
             Duration::from_secs(30),
         )
         .is_ok_and(|o| o.code == 0 && o.stdout.trim() == boot_id)
+    }
+
+    /// What the guest says about its state and ibu's last words, on one line (CI shows the
+    /// last lines of a run only; the full journal follows in the diagnostics).
+    fn why_no_reboot(&self) -> String {
+        let out = self.ssh_output(
+            "echo \"system $(systemctl is-system-running); failed units: $(systemctl --failed \
+             --no-legend --plain | cut -d' ' -f1 | tr '\\n' ' ')\"; \
+             journalctl -u ibu.service -n 6 -o cat --no-pager",
+            Duration::from_secs(60),
+        );
+        match out {
+            Ok(o) => o
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | "),
+            Err(e) => format!("(guest state unknown: {e:#})"),
+        }
     }
 
     fn spawn_qemu(&self) -> Result<()> {
