@@ -7,7 +7,7 @@
 //! running. Output the caller wants is drained on its own thread ([`last_line_of`]): a child
 //! that fills a pipe nobody reads blocks forever and would look like a timeout.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -42,17 +42,33 @@ pub fn wait_with_deadline(child: &mut Child, max: Duration) -> io::Result<Option
 /// never blocks on a full pipe. Call the returned function after the child has exited: it
 /// waits at most `linger` for the end of the output, because a grandchild the child left
 /// running may hold the pipe open; then it gives what was read so far.
-pub fn last_line_of(pipe: impl Read + Send + 'static) -> impl FnOnce(Duration) -> String {
+pub fn last_line_of(mut pipe: impl Read + Send + 'static) -> impl FnOnce(Duration) -> String {
     let last = Arc::new(Mutex::new(String::new()));
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let seen = Arc::clone(&last);
     std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if !line.trim().is_empty()
-                && let Ok(mut l) = seen.lock()
+        let mut line = LastLine::default();
+        let mut buf = [0u8; 8192];
+        loop {
+            let ended = match pipe.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => true,
+                Ok(n) => {
+                    line.feed(&buf[..n]);
+                    false
+                }
+            };
+            if ended {
+                // A last line without its newline counts too.
+                line.feed(b"\n");
+            }
+            if let Some(l) = line.take_changed()
+                && let Ok(mut shared) = seen.lock()
             {
-                *l = line.trim().to_string();
+                *shared = l;
+            }
+            if ended {
+                break;
             }
         }
         // Nobody may be waiting any more; the thread ends either way.
@@ -61,6 +77,46 @@ pub fn last_line_of(pipe: impl Read + Send + 'static) -> impl FnOnce(Duration) -
     move |linger| {
         let _ = done_rx.recv_timeout(linger);
         last.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// The last non-blank line of a byte stream, in bounded memory: any bytes (not only UTF-8),
+/// and a line longer than [`LastLine::MAX`] keeps its end.
+#[derive(Default)]
+struct LastLine {
+    current: Vec<u8>,
+    last: Option<String>,
+    changed: bool,
+}
+
+impl LastLine {
+    const MAX: usize = 4096;
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            let (text, ended) = match chunk.strip_suffix(b"\n") {
+                Some(t) => (t, true),
+                None => (chunk, false),
+            };
+            self.current.extend_from_slice(text);
+            if self.current.len() > Self::MAX {
+                self.current.drain(..self.current.len() - Self::MAX);
+            }
+            if ended {
+                let l = String::from_utf8_lossy(&self.current).trim().to_string();
+                if !l.is_empty() {
+                    self.last = Some(l);
+                    self.changed = true;
+                }
+                self.current.clear();
+            }
+        }
+    }
+
+    fn take_changed(&mut self) -> Option<String> {
+        std::mem::take(&mut self.changed)
+            .then(|| self.last.clone())
+            .flatten()
     }
 }
 
@@ -123,5 +179,21 @@ mod tests {
         let started = Instant::now();
         assert_eq!(last(Duration::from_millis(300)), "checked");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn last_line_takes_any_bytes_in_bounded_memory() {
+        let mut l = LastLine::default();
+        l.feed(b"first\nsec");
+        l.feed(b"ond\n\n  \n");
+        assert_eq!(l.take_changed().as_deref(), Some("second"));
+        assert_eq!(l.take_changed(), None);
+        l.feed(b"bad \xff byte\n");
+        assert_eq!(l.take_changed().as_deref(), Some("bad \u{fffd} byte"));
+        l.feed(&vec![b'y'; 100_000]);
+        l.feed(b"END\n");
+        let long = l.take_changed().unwrap();
+        assert_eq!(long.len(), LastLine::MAX);
+        assert!(long.ends_with("yyyEND"));
     }
 }
