@@ -80,6 +80,15 @@ pub fn run(h: &Harness) -> Result<()> {
                 list[0].booted && list[0].stateroot == boot.stateroot(),
                 "the new deployment is not the booted default: {list:?}"
             );
+            // Completion removes the init monitor: nothing may roll this upgrade back now.
+            let monitor = vm.ssh(
+                "ls /etc/systemd/system | grep -c ibu-init-monitor; \
+                 systemctl is-active ibu-init-monitor.timer || true",
+            )?;
+            ensure!(
+                monitor.split_whitespace().collect::<Vec<_>>() == ["0", "inactive"],
+                "the init monitor is still there after UpgradeCompleted: {monitor}"
+            );
             Ok(status)
         },
     )?;
@@ -130,6 +139,26 @@ pub fn run(h: &Harness) -> Result<()> {
             deployments(&vm)?.len() == 1,
             "{}",
             vm.ssh("ostree admin status")?
+        );
+        // Everything ibu made for the old stateroot goes (LCA §6): its refs (the kept
+        // stateroot's own ref stays), the workspace with the backups and the staged manifests;
+        // ibu's status stays. The precached images stay too.
+        let refs = vm.ssh("ostree refs --repo=/ostree/repo")?;
+        let own = format!("ibu/{}", boot.stateroot());
+        ensure!(
+            refs.lines()
+                .all(|r| !r.starts_with("ibu/") || r.trim() == own),
+            "ibu's refs left after finalize (only {own} may stay):\n{refs}"
+        );
+        let ibu_dir = vm.ssh("ls -A /var/lib/ibu")?;
+        ensure!(
+            ibu_dir.split_whitespace().collect::<Vec<_>>() == ["state.yaml"],
+            "/var/lib/ibu after finalize: {ibu_dir}"
+        );
+        let missing = node::missing_images(&vm, &seed.workloads)?;
+        ensure!(
+            missing.is_empty(),
+            "precached images gone after finalize: {missing:?}"
         );
         Ok(())
     })?;
